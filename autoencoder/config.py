@@ -1,0 +1,74 @@
+"""Every key of a stage-1 (autoencoder) run, with its type and default.
+
+A YAML file (configs/ae.yaml) sets some of these; `section.key=value` on the command line sets
+any of them; anything else is an error before training starts (see plumbing/config.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from plumbing.cli import UserError
+from sprites.config import DataConfig
+
+
+@dataclass
+class ModelConfig:
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # width per level; f = 2**(levels-1)
+    blocks: int = 1                  # residual blocks per level (encoder and decoder)
+    latent_channels: int = 4         # C in the latent [C, size/f, size/f]
+
+
+@dataclass
+class LossConfig:
+    l1_weight: float = 1.0           # |x - x_hat|
+    perceptual_weight: float = 0.0   # LPIPS(x, x_hat); needs pretrained backbone weights
+    perceptual_net: Literal["alex", "vgg", "squeeze"] = "alex"
+    kl_weight: float = 1e-6          # KL(q(z|x) || N(0, I)), summed over latent dims, mean over batch
+    disc_weight: float = 0.0         # hinge-loss patch discriminator; 0 disables it
+    disc_start: int = 2000           # optimiser step at which the discriminator loss switches on
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 2e-3                 # peak learning rate (AdamW)
+    weight_decay: float = 0.0
+    warmup_steps: int = 100          # linear warm-up, then cosine decay to lr_min_ratio * lr
+    lr_min_ratio: float = 0.02
+    grad_clip: float = 1.0           # max global gradient norm (0 disables)
+    bf16: bool = True                # bf16 autocast where the hardware supports it natively
+    channels_last: bool = True       # NHWC memory layout (faster convolutions on CPU)
+    log_every: int = 20              # steps between log lines
+    grid_every: int = 10             # epochs between reconstruction grids (0: only at the end)
+    max_minutes: float = 0.0         # stop training after this many minutes (0: no limit)
+
+
+@dataclass
+class AEConfig:
+    seed: int = 0
+    device: str = "auto"             # auto | cpu | cuda | cuda:N | mps
+    run_name: str = "ae"             # run folders are checkpoints/<run_name>-<timestamp>
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        """Cross-key checks that a type alone cannot express."""
+        if not self.model.channels or any(c <= 0 for c in self.model.channels):
+            raise UserError("model.channels must be a non-empty list of positive widths, e.g. [32, 64, 128]")
+        f = 2 ** (len(self.model.channels) - 1)
+        if self.data.size % f:
+            raise UserError(f"data.size={self.data.size} is not divisible by the downsampling factor {f}; "
+                            "change data.size or model.channels")
+        for key, value in [("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size),
+                           ("model.blocks", self.model.blocks), ("model.latent_channels", self.model.latent_channels)]:
+            if value <= 0:
+                raise UserError(f"{key}={value} must be positive")
+        if not 0.0 < self.data.holdout < 0.5:
+            raise UserError(f"data.holdout={self.data.holdout} must be in (0, 0.5): the held-out images "
+                            "give every reconstruction number")
+        if self.train.lr <= 0:
+            raise UserError(f"train.lr={self.train.lr} must be positive")

@@ -1,0 +1,61 @@
+"""What stage 2 needs from stage 1: a frozen AE loaded from its checkpoint, and latent statistics.
+
+Latent scaling. The diffusion prior of stage 2 assumes data of roughly unit variance (its forward
+process ends in N(0, I) only relative to that scale). Rombach et al. (2022) rescale the latents
+by one global factor,
+        s = 1 / std(z)      over all training latents z ~ q(z | x),
+and we also store per-channel mean m_c and std s_c, which allow the per-channel standardisation
+        z'_c = (z_c - m_c) / s_c.
+Both are computed once, after training, and saved in the AE checkpoint.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from autoencoder.config import AEConfig
+from autoencoder.model import VAE
+from plumbing.checkpoint import load_checkpoint
+from plumbing.config import from_dict
+
+
+def build_vae(cfg: AEConfig) -> VAE:
+    return VAE(cfg.model.channels, cfg.model.blocks, cfg.model.latent_channels)
+
+
+def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> tuple[VAE, dict]:
+    """A frozen VAE in eval mode, and its checkpoint dict (config, latent stats, fingerprint...)."""
+    ckpt = load_checkpoint(path, kind="autoencoder")
+    cfg = from_dict(AEConfig, ckpt["config"])
+    vae = build_vae(cfg)
+    vae.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
+    vae.to(device).eval().requires_grad_(False)
+    return vae, ckpt
+
+
+@torch.no_grad()
+def encode_posterior(vae: VAE, images: torch.Tensor, batch_size: int = 64, device="cpu"):
+    """(mean, std) of q(z | x) for every image; images are float in [-1, 1] on the CPU."""
+    means, stds = [], []
+    for i in range(0, len(images), batch_size):
+        mean, logvar = vae.encode(images[i:i + batch_size].to(device))
+        means.append(mean.float().cpu())
+        stds.append(torch.exp(0.5 * logvar.float()).cpu())
+    return torch.cat(means), torch.cat(stds)
+
+
+def latent_statistics(mean: torch.Tensor, std: torch.Tensor, seed: int = 0) -> dict:
+    """Global scale factor and per-channel mean/std of z ~ q(z | x) over a set of posteriors.
+
+    One posterior sample per image (z = mean + std * eps), as Rombach et al. do on a batch.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    z = mean + std * torch.randn(mean.shape, generator=gen)
+    return {
+        "scale": float(1.0 / z.std()),
+        "channel_mean": z.mean(dim=(0, 2, 3)).tolist(),
+        "channel_std": z.std(dim=(0, 2, 3)).tolist(),
+        "global_mean": float(z.mean()),
+        "global_std": float(z.std()),
+    }

@@ -1,0 +1,95 @@
+"""Every key of a stage-2 (diffusion) run, with its type and default.
+
+The same schema serves the latent model (space: latent, configs/ldm.yaml) and the pixel-space
+baseline (space: pixel, configs/pixel.yaml): the space is the only difference.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from plumbing.cli import UserError
+from sprites.config import DataConfig
+
+
+@dataclass
+class AESection:
+    ckpt: Optional[str] = None       # AE checkpoint; null = the newest checkpoints/*/ae.pt
+    norm: Literal["global", "channel"] = "channel"      # latent normalisation (see diffusion/space.py)
+    posterior: Literal["sample", "mean"] = "sample"     # z ~ q(z|x) each epoch, or its mean
+
+
+@dataclass
+class ScheduleConfig:
+    T: int = 1000
+    beta_start: float = 1e-4         # for T = 1000; scaled by 1000 / T when scale_to_T
+    beta_end: float = 0.02
+    scale_to_T: bool = True
+    force: bool = False              # accept a schedule that does not end near N(0, I)
+
+
+@dataclass
+class UNetConfig:
+    channels: list[int] = field(default_factory=lambda: [64, 128, 256])  # width per level
+    blocks: int = 2                  # residual blocks per level (decoder: blocks + 1)
+    attention_levels: list[int] = field(default_factory=lambda: [1, 2])  # level indices with self-attention
+    heads: int = 4
+    dropout: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 200
+    lr_min_ratio: float = 0.05
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    # Weight of the x0-MSE at step t: uniform (plain x0 loss); min_snr: min(SNR(t), snr_gamma)
+    # (Hang et al. 2023); trunc_snr: max(SNR(t), 1) (Salimans & Ho 2022).
+    loss_weighting: Literal["uniform", "min_snr", "trunc_snr"] = "uniform"
+    snr_gamma: float = 5.0
+    bf16: bool = True                # bf16 autocast where the hardware supports it natively
+    channels_last: bool = False
+    log_every: int = 50
+    sample_every: int = 25           # epochs between sample grids (0: only at the end)
+    sample_n: int = 64
+    max_minutes: float = 0.0         # stop after this many minutes of training (0: no limit)
+
+
+@dataclass
+class SampleConfig:
+    sampler: Literal["ddpm", "ddim"] = "ddim"
+    steps: int = 50                  # DDIM steps
+    eta: float = 0.0
+
+
+@dataclass
+class DiffusionConfig:
+    seed: int = 0
+    device: str = "auto"
+    run_name: str = "ldm"
+    space: Literal["latent", "pixel"] = "latent"
+    data: DataConfig = field(default_factory=DataConfig)
+    ae: AESection = field(default_factory=AESection)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    model: UNetConfig = field(default_factory=UNetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def validate(self) -> None:
+        m = self.model
+        if not m.channels or any(c <= 0 or c % m.heads for c in m.channels):
+            raise UserError(f"model.channels={m.channels} must be positive multiples of model.heads={m.heads}")
+        if any(not 0 <= lv < len(m.channels) for lv in m.attention_levels):
+            raise UserError(f"model.attention_levels={m.attention_levels} must be level indices "
+                            f"0..{len(m.channels) - 1}")
+        for key, value in [("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size),
+                           ("model.blocks", m.blocks), ("sample.steps", self.sample.steps),
+                           ("train.sample_n", self.train.sample_n)]:
+            if value <= 0:
+                raise UserError(f"{key}={value} must be positive")
+        if not 0.0 <= self.train.ema_decay < 1.0:
+            raise UserError(f"train.ema_decay={self.train.ema_decay} must be in [0, 1)")

@@ -1,0 +1,205 @@
+"""The proof that the forward process ends in N(0, I), in pictures and numbers.
+
+    python -m diffusion.forward --config configs/ldm.yaml --out DIR [--ae PATH] [section.key=value ...]
+
+Writes into DIR:
+    forward_pixels.gif / .png   a few sprites going from image to noise: the Markov chain
+                                x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps, step by step
+    forward_latent.gif / .png   the same chain on the normalised latents, each x_t shown through
+                                the VAE decoder (when an AE is available)
+    hist_rgb.png                densities of the R, G, B values of the data x_0 and of x_T, with the
+                                N(0, 1) density overlaid
+    hist_latent.png             the same for each latent channel of the normalised latents and z_T
+    stats.json                  per channel: mean, std, skewness, excess kurtosis and the
+                                Kolmogorov-Smirnov statistic against N(0, 1), for x_0 and x_T
+
+x_T for the statistics is drawn with the closed form x_T = sqrt(ab_T) x_0 + sqrt(1 - ab_T) eps for
+every training image; for N(0, 1) data the four moments are (0, 1, 0, 0) and the KS statistic of n
+samples is about 0.87 / sqrt(n) (its median under the null).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffusion.config import DiffusionConfig
+from diffusion.schedule import LinearSchedule
+from diffusion.space import LatentSpace
+from diffusion.train import build_schedule
+from plumbing.cli import UserError, run_main
+from plumbing.config import load_config
+from plumbing.device import pick_device, seed_everything
+from plumbing.pictures import grid_array, save_gif
+from plumbing.runs import write_json
+from sprites.dataset import load_sprites, to_unit_range
+
+N_SHOWN = 6        # sprites in the GIFs and strips
+GIF_FRAMES = 50
+STRIP_STEPS = 10
+
+
+def moments_and_ks(values: torch.Tensor) -> dict:
+    """Mean, std, skewness, excess kurtosis and the KS statistic sup_x |F_n(x) - Phi(x)|."""
+    v = values.double().flatten()
+    mean, std = v.mean(), v.std()
+    z = (v - mean) / std
+    s, _ = torch.sort(v)
+    n = len(s)
+    cdf = torch.special.ndtr(s)  # Phi(x), the N(0, 1) CDF
+    upper = torch.arange(1, n + 1, dtype=torch.float64) / n - cdf
+    lower = cdf - torch.arange(0, n, dtype=torch.float64) / n
+    return {"mean": float(mean), "std": float(std), "skewness": float(z.pow(3).mean()),
+            "excess_kurtosis": float(z.pow(4).mean() - 3.0), "ks_vs_normal": float(torch.maximum(upper, lower).max()),
+            "n": n}
+
+
+def channel_table(x: torch.Tensor, names: list[str]) -> dict:
+    """moments_and_ks per channel of [N, C, H, W] (values subsampled to at most 2M per channel)."""
+    out = {}
+    for c, name in enumerate(names):
+        v = x[:, c].flatten()
+        if len(v) > 2_000_000:
+            v = v[torch.randperm(len(v), generator=torch.Generator().manual_seed(c))[:2_000_000]]
+        out[name] = moments_and_ks(v)
+    return out
+
+
+def forward_chain(schedule: LinearSchedule, x0: torch.Tensor, gen: torch.Generator, keep: list[int]) -> dict[int, torch.Tensor]:
+    """Run the Markov chain q(x_t | x_{t-1}) for all T steps; return x_t at the indices in `keep`
+    (index -1 is x_0 itself)."""
+    out, x = {}, x0
+    if -1 in keep:
+        out[-1] = x0
+    for t in range(schedule.T):
+        noise = torch.randn(x.shape, generator=gen)
+        x = schedule.q_step(x, torch.full((len(x),), t, dtype=torch.long), noise)
+        if t in keep:
+            out[t] = x
+    return out
+
+
+def chain_pictures(schedule, x0, decode, gen, out: Path, stem: str) -> None:
+    """GIF (GIF_FRAMES frames) and strip PNG (rows: sprites, columns: STRIP_STEPS + 1 values of t)."""
+    T = schedule.T
+    gif_t = sorted({-1} | {round(T * (i / (GIF_FRAMES - 1)) ** 2) - 1 for i in range(1, GIF_FRAMES)})
+    strip_t = [-1] + [round(T * i / STRIP_STEPS) - 1 for i in range(1, STRIP_STEPS + 1)]
+    states = forward_chain(schedule, x0, gen, sorted(set(gif_t) | set(strip_t)))
+    frames = [grid_array(decode(states[t]), nrow=len(x0), upscale=2) for t in gif_t]
+    save_gif(frames, out / f"{stem}.gif", seconds_per_frame=0.1, hold_last=1.0)
+    # Strip: one column per t, one row per sprite.
+    cols = torch.stack([decode(states[t]) for t in strip_t], dim=1)  # [N, steps, 3, H, W]
+    from PIL import Image
+
+    Image.fromarray(grid_array(cols.flatten(0, 1), nrow=len(strip_t), upscale=2)).save(out / f"{stem}.png")
+
+
+def plot_densities(before: torch.Tensor, after: torch.Tensor, names: list[str], colors: list[str], title: str,
+                   path: Path, stats: dict) -> None:
+    """Two panels: per-channel value densities of x_0 and of x_T, with the N(0, 1) density."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), dpi=110)
+    grid = np.linspace(-4.5, 4.5, 400)
+    gauss = np.exp(-grid ** 2 / 2) / math.sqrt(2 * math.pi)
+    for ax, x, label in [(axes[0], before, "x_0 (data)"), (axes[1], after, "x_T (after the forward process)")]:
+        for c, (name, color) in enumerate(zip(names, colors)):
+            v = x[:, c].flatten().numpy()
+            dens, edges = np.histogram(v, bins=120, range=(-4.5, 4.5), density=True)
+            ax.step(0.5 * (edges[1:] + edges[:-1]), dens, where="mid", color=color, alpha=0.8, label=name)
+        ax.plot(grid, gauss, "k--", linewidth=1.4, label="N(0, 1)")
+        ax.set_title(label)
+        ax.set_xlabel("value")
+        ax.set_ylabel("density")
+        ax.set_xlim(-4.5, 4.5)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    worst = max(stats["after"][n]["ks_vs_normal"] for n in names)
+    fig.suptitle(f"{title}: max KS distance of x_T to N(0,1) = {worst:.4f}")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def print_table(title: str, stats: dict) -> None:
+    print(f"\n{title}")
+    print(f"{'':10s} {'channel':8s} {'mean':>8s} {'std':>8s} {'skew':>8s} {'ex.kurt':>8s} {'KS':>8s}")
+    for when in ("before", "after"):
+        for name, s in stats[when].items():
+            print(f"{'x_0' if when == 'before' else 'x_T':10s} {name:8s} {s['mean']:8.3f} {s['std']:8.3f} "
+                  f"{s['skewness']:8.3f} {s['excess_kurtosis']:8.3f} {s['ks_vs_normal']:8.4f}")
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m diffusion.forward", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/ldm.yaml")
+    parser.add_argument("--out", default="forward", help="output folder (default: forward/)")
+    parser.add_argument("--ae", default=None, help="AE checkpoint for the latent part (default: ae.ckpt or the newest)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value")
+    args = parser.parse_args(argv)
+    cfg = load_config(DiffusionConfig, args.config, args.overrides + ([f"ae.ckpt={args.ae}"] if args.ae else []))
+    device = pick_device(cfg.device)
+    seed_everything(cfg.seed)
+    schedule = build_schedule(cfg)
+    diag = schedule.check_ends_in_noise(force=cfg.schedule.force)
+    data = load_sprites(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create output folder {out} ({err.strerror}); choose a writable --out")
+
+    x0 = to_unit_range(data.train())
+    shown = x0[torch.linspace(0, len(x0) - 1, N_SHOWN).long()]
+    gen = torch.Generator().manual_seed(cfg.seed)
+    report = {"schedule": schedule.diagnostics(x0)}
+
+    # Pixel space.
+    chain_pictures(schedule, shown, lambda x: x, gen, out, "forward_pixels")
+    xT = schedule.q_sample(x0, torch.full((len(x0),), schedule.T - 1), torch.randn(x0.shape, generator=gen))
+    rgb = {"before": channel_table(x0, ["R", "G", "B"]), "after": channel_table(xT, ["R", "G", "B"])}
+    report["pixels"] = rgb
+    plot_densities(x0, xT, ["R", "G", "B"], ["tab:red", "tab:green", "tab:blue"],
+                   "RGB values, pixel space", out / "hist_rgb.png", rgb)
+    print_table(f"pixel space, {len(x0)} images, T={schedule.T}", rgb)
+
+    # Latent space, when there is an AE.
+    from diffusion.train import build_space
+
+    try:
+        space, _ = build_space(dataclasses.replace(cfg, space="latent"), device)
+    except UserError as err:
+        if cfg.space == "latent":
+            raise
+        print(f"\nlatent space skipped: {err}")
+        space = None
+    if isinstance(space, LatentSpace):
+        space.prepare(data.train())
+        z0 = space.all_x0()
+        names = [f"z{c}" for c in range(z0.shape[1])]
+        zT = schedule.q_sample(z0, torch.full((len(z0),), schedule.T - 1), torch.randn(z0.shape, generator=gen))
+        lat = {"before": channel_table(z0, names), "after": channel_table(zT, names), "norm": cfg.ae.norm}
+        report["latents"] = lat
+        report["schedule_latent"] = schedule.diagnostics(z0)
+        plot_densities(z0, zT, names, ["tab:purple", "tab:orange", "tab:cyan", "tab:olive", "tab:brown",
+                                       "tab:pink", "tab:gray", "tab:red"][:len(names)],
+                       f"latent channels ({cfg.ae.norm} normalisation)", out / "hist_latent.png", lat)
+        print_table(f"latent space ({cfg.ae.norm} normalisation), {len(z0)} images", lat)
+        chain_pictures(schedule, space.encode(shown).cpu(), lambda z: space.decode(z).cpu(), gen, out,
+                       "forward_latent")
+    write_json(report, out / "stats.json")
+    print(f"\nalpha_bar_T = {diag['alpha_bar_T']:.3g}, SNR_T = {diag['snr_T']:.3g}, "
+          f"KL(q(x_T|x_0) || N(0,I)) = {report['schedule']['kl_per_dim']:.3g} nats/dim (pixels)")
+    print(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,125 @@
+"""Sample from a trained diffusion checkpoint (latent or pixel space).
+
+    python -m diffusion.sample --ckpt CKPT --n 64 --sampler ddpm|ddim --steps 50 --seed 0 --out DIR [--gif]
+
+Writes DIR/grid.png, one PNG per sample (DIR/0000.png, ...) and, with --gif, DIR/reverse.gif:
+the reverse process x_T -> x_0 for a grid of samples, each shown x_t decoded to pixels.
+Without --ckpt, the newest checkpoints/*/diffusion.pt is used. The same seed gives the same images.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from diffusion.config import DiffusionConfig
+from diffusion.sampling import ddim_sample, ddim_timesteps, ddpm_sample
+from diffusion.space import LatentSpace, PixelSpace
+from diffusion.train import build_schedule, build_unet, make_denoiser
+from plumbing.checkpoint import file_sha256, load_checkpoint
+from plumbing.cli import UserError, run_main
+from plumbing.config import from_dict
+from plumbing.device import bf16_supported, pick_device
+from plumbing.pictures import grid_array, save_gif, save_grid, save_image
+from plumbing.runs import newest_run_file
+
+
+def load_diffusion(ckpt_path: str | Path, device: torch.device, ae_path: str | None = None):
+    """(EMA model in eval mode, schedule, space, config) from a diffusion checkpoint.
+
+    A latent checkpoint names its AE by path and sha256; the AE found (at `ae_path` if given, else
+    the recorded path) must have exactly that hash.
+    """
+    ckpt = load_checkpoint(ckpt_path, kind="diffusion", map_location="cpu")
+    cfg = from_dict(DiffusionConfig, ckpt["config"])
+    shape = tuple(ckpt["space"]["shape"])
+    if cfg.space == "pixel":
+        space = PixelSpace(shape[-1])
+    else:
+        from autoencoder.latents import load_autoencoder
+
+        want = ckpt["ae"]
+        path = Path(ae_path or want["path"])
+        if not path.is_file():
+            raise UserError(f"the AE this model was trained on ({want['path']}) is missing; pass it with --ae PATH")
+        if file_sha256(path) != want["sha256"]:
+            raise UserError(f"AE {path} is not the one this model was trained on (sha256 {want['sha256'][:12]}...); "
+                            "pass the matching AE with --ae PATH")
+        vae, ae_ckpt = load_autoencoder(path, device)
+        space = LatentSpace(vae, ae_ckpt["latent"], cfg.ae.norm, cfg.ae.posterior, device, cfg.data.size)
+    model = build_unet(cfg, shape[0]).to(device)
+    model.load_state_dict({k: v.float() for k, v in ckpt["ema"].items()})
+    model.eval().requires_grad_(False)
+    return model, build_schedule(cfg), space, cfg
+
+
+def parse_args(argv: list[str]):
+    p = argparse.ArgumentParser(prog="python -m diffusion.sample", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", default=None, help="diffusion checkpoint (default: newest checkpoints/*/diffusion.pt)")
+    p.add_argument("--ae", default=None, help="AE checkpoint, if not at the path recorded in the diffusion checkpoint")
+    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50; DDPM always uses all T)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="samples", help="output folder (default: samples/)")
+    p.add_argument("--gif", action="store_true", help="also write reverse.gif of the reverse process")
+    p.add_argument("--gif-n", type=int, default=16, help="samples shown in the GIF (default 16)")
+    p.add_argument("--device", default="auto")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    if args.n <= 0:
+        raise UserError(f"--n {args.n}: the number of samples must be positive")
+    if args.eta < 0:
+        raise UserError(f"--eta {args.eta} must be >= 0")
+    ckpt_path = args.ckpt or newest_run_file("diffusion.pt")
+    if ckpt_path is None:
+        raise UserError("no diffusion checkpoint found under checkpoints/; run scripts/train_ldm.sh or pass --ckpt")
+    device = pick_device(args.device)
+    model, schedule, space, cfg = load_diffusion(ckpt_path, device, args.ae)
+    if args.sampler == "ddim" and not 1 <= args.steps <= schedule.T:
+        raise UserError(f"--steps {args.steps} must be between 1 and T={schedule.T}")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create output folder {out} ({err.strerror}); choose a writable --out")
+
+    gen = torch.Generator().manual_seed(args.seed)
+    use_bf16 = cfg.train.bf16 and bf16_supported(device)
+    denoise = make_denoiser(model, device, use_bf16)
+    n_steps = schedule.T if args.sampler == "ddpm" else len(ddim_timesteps(schedule.T, args.steps))
+    frames = 40 if args.gif else 0
+    start = time.time()
+    with torch.inference_mode(), tqdm(total=n_steps, desc=f"{args.sampler} sampling", unit="step") as bar:
+        if args.sampler == "ddpm":
+            x, recorded = ddpm_sample(denoise, schedule, (args.n, *space.shape), gen, device, space.clip,
+                                      frames=frames, progress=bar)
+        else:
+            x, recorded = ddim_sample(denoise, schedule, (args.n, *space.shape), gen, device, space.clip,
+                                      steps=args.steps, eta=args.eta, frames=frames, progress=bar)
+        images = space.decode(x).cpu()
+    seconds = time.time() - start
+    save_grid(images, out / "grid.png", nrow=8)
+    for i, img in enumerate(images):
+        save_image(img, out / f"{i:04d}.png")
+    print(f"{args.n} samples ({args.sampler}, {n_steps} steps, seed {args.seed}) in {seconds:.1f}s -> {out}/grid.png")
+    if args.gif:
+        k = min(args.gif_n, args.n)
+        gif_frames = []
+        with torch.inference_mode():
+            for _, xt in recorded:
+                gif_frames.append(grid_array(space.decode(xt[:k]).cpu(), nrow=min(4, k), upscale=2))
+        save_gif(gif_frames, out / "reverse.gif")
+        print(f"reverse process ({len(gif_frames)} frames) -> {out}/reverse.gif")
+
+
+if __name__ == "__main__":
+    run_main(main)

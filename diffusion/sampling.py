@@ -1,0 +1,92 @@
+"""Reverse-process samplers for an x0-predicting network.
+
+`denoise(x_t, t) -> x0_hat` is the network (EMA weights, guidance included when conditional).
+Both samplers start from x_T ~ N(0, I) drawn from a seeded CPU generator, so a seed gives the same
+images on any device.
+
+Ancestral DDPM (Ho et al. 2020), all T steps: plug the prediction into the posterior,
+    x_{t-1} ~ q(x_{t-1} | x_t, x0_hat) = N(mu_t(x_t, x0_hat), beta_tilde_t I)
+(mu_t and beta_tilde_t in diffusion/schedule.py); x0_hat is clipped to [-1, 1] only where the data
+range is known (pixels).
+
+DDIM (Song et al. 2021), a subsequence tau of S steps: with the implied noise
+    eps_hat = (x_t - sqrt(ab_t) x0_hat) / sqrt(1 - ab_t)
+    sigma   = eta * sqrt((1 - ab_prev) / (1 - ab_t)) * sqrt(1 - ab_t / ab_prev)
+    x_prev  = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps_hat + sigma z
+eta = 0 is deterministic; eta = 1 with all T steps has sigma^2 = beta_tilde_t and the same
+distribution as ancestral DDPM.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from diffusion.schedule import LinearSchedule
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _frame_steps(n_steps: int, frames: int) -> set[int]:
+    """Indices (0 = first reverse step) at which to record x_t, evenly spaced, last one included."""
+    if frames <= 0:
+        return set()
+    return {round(i * (n_steps - 1) / max(1, frames - 1)) for i in range(frames)}
+
+
+@torch.no_grad()
+def ddpm_sample(denoise: Denoiser, schedule: LinearSchedule, shape: tuple, generator: torch.Generator,
+                device: torch.device, clip: bool, frames: int = 0, progress=None):
+    """Ancestral sampling over all T steps. Returns (x_0 [N, ...], recorded [(t, x_t), ...])."""
+    x = torch.randn(shape, generator=generator).to(device)
+    record = _frame_steps(schedule.T, frames)
+    recorded = [(schedule.T, x.cpu())] if frames else []
+    for i, t in enumerate(range(schedule.T - 1, -1, -1)):
+        tt = torch.full((shape[0],), t, dtype=torch.long, device=device)
+        x0_hat = denoise(x, tt).float()
+        if clip:
+            x0_hat = x0_hat.clamp(-1, 1)
+        mean, var = schedule.q_posterior(x0_hat, x, tt)
+        noise = torch.randn(shape, generator=generator).to(device)
+        x = mean + var.sqrt() * noise if t > 0 else mean  # beta_tilde_0 = 0: last step adds no noise
+        if i in record:
+            recorded.append((t, x.cpu()))
+        if progress is not None:
+            progress.update(1)
+    return x, recorded
+
+
+def ddim_timesteps(T: int, steps: int) -> list[int]:
+    """S step indices from T-1 down to 0, evenly spaced (rounded, unique)."""
+    taus = torch.linspace(T - 1, 0, steps).round().long().tolist()
+    return sorted(set(taus), reverse=True)
+
+
+@torch.no_grad()
+def ddim_sample(denoise: Denoiser, schedule: LinearSchedule, shape: tuple, generator: torch.Generator,
+                device: torch.device, clip: bool, steps: int = 50, eta: float = 0.0, frames: int = 0,
+                progress=None):
+    """DDIM sampling over `steps` steps. Returns (x_0, recorded [(t, x_t), ...])."""
+    taus = ddim_timesteps(schedule.T, steps)
+    x = torch.randn(shape, generator=generator).to(device)
+    record = _frame_steps(len(taus), frames)
+    recorded = [(schedule.T, x.cpu())] if frames else []
+    ab = schedule.alpha_bars
+    for i, t in enumerate(taus):
+        t_prev = taus[i + 1] if i + 1 < len(taus) else -1
+        ab_t = float(ab[t])
+        ab_prev = float(ab[t_prev]) if t_prev >= 0 else 1.0
+        tt = torch.full((shape[0],), t, dtype=torch.long, device=device)
+        x0_hat = denoise(x, tt).float()
+        if clip:
+            x0_hat = x0_hat.clamp(-1, 1)
+        eps_hat = (x - ab_t ** 0.5 * x0_hat) / (1 - ab_t) ** 0.5
+        sigma = eta * ((1 - ab_prev) / (1 - ab_t)) ** 0.5 * (1 - ab_t / ab_prev) ** 0.5
+        x = ab_prev ** 0.5 * x0_hat + max(0.0, 1 - ab_prev - sigma ** 2) ** 0.5 * eps_hat
+        if sigma > 0:
+            x = x + sigma * torch.randn(shape, generator=generator).to(device)
+        if i in record:
+            recorded.append((t_prev + 1 if t_prev >= 0 else 0, x.cpu()))
+        if progress is not None:
+            progress.update(1)
+    return x, recorded

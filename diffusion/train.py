@@ -1,0 +1,244 @@
+"""Train the stage-2 DDPM (x0-prediction, linear schedule) in latent or pixel space.
+
+    python -m diffusion.train --config configs/ldm.yaml [--out DIR] [section.key=value ...]
+
+Training objective, per batch (Ho et al. 2020 with the x0 parameterisation):
+    t ~ Uniform{0, ..., T-1},  eps ~ N(0, I),  x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps
+    L = mean_b  w(t_b) * || f_theta(x_t, t) - x_0 ||^2 / D        (D = dimensions of x_0)
+with w(t) = 1 (uniform), min(SNR(t), gamma) or max(SNR(t), 1) (train.loss_weighting).
+
+Writes into the run folder (default checkpoints/<run_name>-<timestamp>/): config.yaml, log.txt,
+loss.png, samples_epochNNN.png, samples.png (EMA weights, DDIM), metrics.json, and diffusion.pt.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from diffusion.config import DiffusionConfig
+from diffusion.schedule import LinearSchedule
+from diffusion.space import LatentSpace, PixelSpace
+from diffusion.unet import UNet
+from plumbing.checkpoint import FORMAT_VERSION, file_sha256, save_atomic
+from plumbing.cli import UserError, run_main
+from plumbing.config import dump_yaml, load_config, to_dict
+from plumbing.device import autocast, bf16_supported, pick_device, seed_everything
+from plumbing.optim import EMA, warmup_cosine
+from plumbing.pictures import save_grid
+from plumbing.runs import RunLog, new_run_dir, newest_run_file, save_loss_curve, write_json
+from sprites.dataset import EpochBatches, load_sprites
+
+CHECKPOINT_NAME = "diffusion.pt"
+
+
+def parse_args(argv: list[str], default_config: str = "configs/ldm.yaml") -> tuple[DiffusionConfig, str | None]:
+    parser = argparse.ArgumentParser(prog="python -m diffusion.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=default_config, help=f"YAML config (default: {default_config})")
+    parser.add_argument("--out", default=None, help="run folder (default: a new folder under checkpoints/)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=5")
+    args = parser.parse_args(argv)
+    return load_config(DiffusionConfig, args.config, args.overrides), args.out
+
+
+def build_unet(cfg: DiffusionConfig, in_channels: int, num_classes: int = 0) -> UNet:
+    m = cfg.model
+    return UNet(in_channels, m.channels, m.blocks, m.attention_levels, m.dropout, num_classes, m.heads)
+
+
+def build_schedule(cfg: DiffusionConfig) -> LinearSchedule:
+    s = cfg.schedule
+    return LinearSchedule(s.T, s.beta_start, s.beta_end, s.scale_to_T)
+
+
+def resolve_ae_path(cfg: DiffusionConfig) -> Path:
+    if cfg.ae.ckpt:
+        return Path(cfg.ae.ckpt)
+    found = newest_run_file("ae.pt")
+    if found is None:
+        raise UserError("no AE checkpoint found under checkpoints/; run scripts/train_ae.sh first or pass ae.ckpt=PATH")
+    return found
+
+
+def build_space(cfg: DiffusionConfig, device: torch.device):
+    """The diffusion space of a config, and the AE record ({path, sha256}) for latent space."""
+    if cfg.space == "pixel":
+        return PixelSpace(cfg.data.size), None
+    from autoencoder.latents import load_autoencoder
+
+    ae_path = resolve_ae_path(cfg)
+    vae, ae_ckpt = load_autoencoder(ae_path, device)
+    ae_size = ae_ckpt["config"]["data"]["size"]
+    if ae_size != cfg.data.size:
+        raise UserError(f"data.size={cfg.data.size} but the AE {ae_path} was trained at {ae_size}px; "
+                        f"set data.size={ae_size}")
+    space = LatentSpace(vae, ae_ckpt["latent"], cfg.ae.norm, cfg.ae.posterior, device, cfg.data.size)
+    return space, {"path": str(ae_path), "sha256": file_sha256(ae_path)}
+
+
+def loss_weights(schedule: LinearSchedule, t: torch.Tensor, kind: str, gamma: float) -> torch.Tensor:
+    """w(t) for the x0-MSE (see the module docstring)."""
+    if kind == "uniform":
+        return torch.ones(len(t))
+    snr = schedule.snr(t).float()
+    return snr.clamp(max=gamma) if kind == "min_snr" else snr.clamp(min=1.0)
+
+
+def make_denoiser(model: UNet, device: torch.device, use_bf16: bool):
+    """x0_hat = model(x_t, t) in inference mode (autocast where enabled)."""
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with autocast(device, use_bf16):
+            return model(x, t).float()
+    return denoise
+
+
+@torch.no_grad()
+def sample_grid(model, schedule, space, cfg: DiffusionConfig, device, use_bf16: bool, n: int, seed: int) -> torch.Tensor:
+    """n samples (DDIM, config's steps and eta) decoded to pixels, from a fixed seed."""
+    from diffusion.sampling import ddim_sample
+
+    gen = torch.Generator().manual_seed(seed)
+    model.eval()
+    x, _ = ddim_sample(make_denoiser(model, device, use_bf16), schedule, (n, *space.shape), gen, device,
+                       space.clip, steps=cfg.sample.steps, eta=cfg.sample.eta)
+    model.train()
+    return space.decode(x).cpu()
+
+
+def train(cfg: DiffusionConfig, out: str | None) -> dict:
+    device = pick_device(cfg.device)
+    gen = seed_everything(cfg.seed)
+    schedule = build_schedule(cfg)
+    schedule.check_ends_in_noise(force=cfg.schedule.force)  # data-free check before any work
+    data = load_sprites(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
+    space, ae_record = build_space(cfg, device)
+    run_dir = new_run_dir(out, cfg.run_name)
+    dump_yaml(cfg, run_dir / "config.yaml")
+    log = RunLog(run_dir)
+    use_bf16 = cfg.train.bf16 and bf16_supported(device)
+    log(f"run folder {run_dir} | device {device} | space {space.name} {space.shape} | "
+        f"bf16 autocast {'on' if use_bf16 else 'off (not native here)'}")
+    if ae_record:
+        log(f"AE {ae_record['path']} (sha256 {ae_record['sha256'][:12]})")
+    train_images = data.train()
+    t0 = time.time()
+    space.prepare(train_images)
+    log(f"{len(train_images)} training images prepared in {time.time() - t0:.1f}s")
+    diag = schedule.check_ends_in_noise(space.all_x0(), force=cfg.schedule.force)
+    log(f"schedule T={schedule.T}, betas {schedule.beta_start:.3g}..{schedule.beta_end:.3g}: alpha_bar_T "
+        f"{diag['alpha_bar_T']:.2e}, SNR_T {diag['snr_T']:.2e}, KL(q(x_T|x_0)||N(0,I)) {diag['kl_per_dim']:.2e} nats/dim")
+
+    model = build_unet(cfg, space.shape[0]).to(device)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    ema = EMA(model, cfg.train.ema_decay)
+    sampler_model = build_unet(cfg, space.shape[0]).to(device).to(memory_format=memory_format)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"U-Net {n_params / 1e6:.2f}M parameters")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    batches = EpochBatches(len(train_images), cfg.train.batch_size, cfg.seed, cfg.data.hflip)
+    total_steps = cfg.train.epochs * len(batches)
+    budget_s = cfg.train.max_minutes * 60
+
+    steps, losses = [], []
+    step, start, stopped_early = 0, time.time(), False
+    bar = tqdm(total=total_steps, desc=f"DDPM ({space.name})", unit="step", dynamic_ncols=True, mininterval=1.0)
+    for epoch in range(cfg.train.epochs):
+        for idx, flip in batches.epoch(epoch):
+            progress = step if not budget_s else max(step, int(total_steps * (time.time() - start) / budget_s))
+            if progress >= total_steps:
+                stopped_early = True
+                break
+            for group in opt.param_groups:
+                group["lr"] = cfg.train.lr * warmup_cosine(progress, total_steps, cfg.train.warmup_steps,
+                                                           cfg.train.lr_min_ratio)
+            x0 = space.batch(idx, flip, gen)
+            t = torch.randint(0, schedule.T, (len(x0),), generator=gen)
+            noise = torch.randn(x0.shape, generator=gen)
+            xt = schedule.q_sample(x0, t, noise)
+            w = loss_weights(schedule, t, cfg.train.loss_weighting, cfg.train.snr_gamma).to(device)
+            x0, xt, t = (v.to(device) for v in (x0, xt, t))
+            xt = xt.contiguous(memory_format=memory_format)
+            with autocast(device, use_bf16):
+                x0_hat = model(xt, t)
+            per_sample = (x0_hat.float() - x0).pow(2).flatten(1).mean(dim=1)
+            loss = (w * per_sample).mean()
+            if not torch.isfinite(loss):
+                raise UserError(f"the loss became {loss.item()} at step {step}; lower train.lr (now {cfg.train.lr})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            opt.step()
+            ema.update(model)
+            steps.append(step)
+            losses.append(loss.item())
+            step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
+            if step % cfg.train.log_every == 0:
+                log(f"epoch {epoch} step {step}/{total_steps} loss {loss.item():.4f} "
+                    f"lr {opt.param_groups[0]['lr']:.2e}")
+        if stopped_early:
+            break
+        if cfg.train.sample_every and (epoch + 1) % cfg.train.sample_every == 0 and epoch + 1 < cfg.train.epochs:
+            sampler_model.load_state_dict(ema.shadow)
+            grid = sample_grid(sampler_model, schedule, space, cfg, device, use_bf16, cfg.train.sample_n, cfg.seed)
+            save_grid(grid, run_dir / f"samples_epoch{epoch + 1:04d}.png")
+    bar.close()
+    train_seconds = time.time() - start
+    if stopped_early:
+        log(f"time budget of {cfg.train.max_minutes} min reached after {step} steps")
+
+    sampler_model.load_state_dict(ema.shadow)
+    t0 = time.time()
+    grid = sample_grid(sampler_model, schedule, space, cfg, device, use_bf16, cfg.train.sample_n, cfg.seed)
+    sample_seconds = time.time() - t0
+    save_grid(grid, run_dir / "samples.png")
+    metrics = {
+        "space": space.name,
+        "train_seconds": round(train_seconds, 1),
+        "train_img_per_s": round(step * cfg.train.batch_size / max(train_seconds, 1e-9), 1),
+        "steps": step,
+        "epochs_completed": round(step / max(1, len(batches)), 2),
+        "final_loss": losses[-1] if losses else None,
+        "final_loss_mean_last_epoch": sum(losses[-len(batches):]) / max(1, len(losses[-len(batches):])) if losses else None,
+        "parameters": n_params,
+        "device": str(device),
+        "bf16": use_bf16,
+        f"sample_seconds_{cfg.train.sample_n}_ddim{cfg.sample.steps}": round(sample_seconds, 2),
+        "schedule": diag,
+    }
+    ckpt = {
+        "kind": "diffusion",
+        "format": FORMAT_VERSION,
+        "config": to_dict(cfg),
+        "space": {"name": space.name, "shape": list(space.shape)},
+        "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        "ema": {k: v.detach().cpu().contiguous() for k, v in ema.shadow.items()},
+        "ae": ae_record,
+        "data_fingerprint": data.fingerprint,
+        "metrics": {k: v for k, v in metrics.items() if k != "schedule"},
+    }
+    save_atomic(ckpt, run_dir / CHECKPOINT_NAME)
+    write_json(metrics, run_dir / "metrics.json")
+    save_loss_curve(steps, {f"x0 MSE ({cfg.train.loss_weighting})": losses}, run_dir / "loss.png",
+                    title=f"DDPM training in {space.name} space ({cfg.run_name})")
+    log(f"{step} steps in {train_seconds / 60:.1f} min ({metrics['train_img_per_s']} img/s), "
+        f"final loss {metrics['final_loss_mean_last_epoch']:.4f}; {cfg.train.sample_n} DDIM-{cfg.sample.steps} "
+        f"samples in {sample_seconds:.1f}s")
+    log(f"saved {run_dir / CHECKPOINT_NAME}")
+    return {"run_dir": str(run_dir), **metrics}
+
+
+def main(argv: list[str]) -> None:
+    cfg, out = parse_args(argv)
+    train(cfg, out)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,177 @@
+"""YAML configs with typed `key=value` overrides, checked before any work starts.
+
+A config is a tree of dataclasses (its *schema*: every key, its type and its default, readable top
+to bottom in e.g. `autoencoder/config.py`). Values come from three layers, later wins:
+
+    1. the YAML file given with --config,
+    2. environment variables that stand for a key (POKEMON_DATA -> data.root),
+    3. `section.key=value` overrides on the command line (values are parsed as YAML: 5, 1e-3,
+       true, [32, 64], null).
+
+Unknown keys and values of the wrong type raise a UserError naming the key, so a typo such as
+`train.epoch=5` fails at once instead of being ignored for a ten-minute run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+from plumbing.cli import UserError
+
+T = TypeVar("T")
+
+# Environment variables that set a config key (applied after the YAML file, before overrides).
+ENV_KEYS = {"POKEMON_DATA": "data.root"}
+
+
+def load_config(schema: type[T], path: str | Path | None, overrides: list[str] = ()) -> T:
+    """Build a `schema` instance from a YAML file, the environment and command-line overrides."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file {path} not found; pass an existing file with --config")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise UserError(f"config file {path} is not valid YAML ({err.__class__.__name__}); fix its syntax")
+        if not isinstance(tree, dict):
+            raise UserError(f"config file {path} must hold a mapping of sections; see configs/ for examples")
+    for env, key in ENV_KEYS.items():
+        if os.environ.get(env) and _has_key(schema, key):
+            _set_dotted(tree, key, os.environ[env])
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override '{item}' is not of the form section.key=value (e.g. train.epochs=5)")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, key.strip(), value)
+    return _build(schema, tree, prefix="")
+
+
+def to_dict(cfg: Any) -> dict:
+    """The config as plain nested dicts/lists (what is written to config.yaml and checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(schema: type[T], tree: dict) -> T:
+    """Rebuild a config saved with `to_dict` (e.g. from a checkpoint), with the same checks."""
+    return _build(schema, tree, prefix="")
+
+
+def dump_yaml(cfg: Any, path: str | Path) -> None:
+    """Write the fully resolved config, so a run folder says exactly what produced it."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+# --- internals -----------------------------------------------------------------------------
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"override '{dotted}': '{part}' is a value, not a section")
+    node[parts[-1]] = value
+
+
+def _has_key(schema: type, dotted: str) -> bool:
+    for part in dotted.split("."):
+        hints = typing.get_type_hints(schema)
+        if part not in hints:
+            return False
+        schema = hints[part]
+    return True
+
+
+def _build(schema: type[T], tree: dict, prefix: str) -> T:
+    hints = typing.get_type_hints(schema)
+    fields = {f.name for f in dataclasses.fields(schema)}
+    for key in tree:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise UserError(f"unknown config key '{prefix}{key}'{hint}; valid keys in this section: "
+                            f"{', '.join(sorted(fields))}")
+    kwargs = {}
+    for name in fields:
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            sub = tree.get(name, {})
+            if not isinstance(sub, dict):
+                raise UserError(f"config key '{prefix}{name}' is a section; set its keys as {prefix}{name}.KEY=VALUE")
+            kwargs[name] = _build(tp, sub, prefix=f"{prefix}{name}.")
+        elif name in tree:
+            kwargs[name] = _check(tp, tree[name], f"{prefix}{name}")
+    try:
+        cfg = schema(**kwargs)
+    except TypeError as err:  # a field without default that nobody set
+        raise UserError(f"config section '{prefix or 'root'}' is incomplete: {err}")
+    check = getattr(cfg, "validate", None)
+    if check is not None:
+        check()
+    return cfg
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _check(tp: Any, value: Any, key: str) -> Any:
+    """Return `value` as type `tp`, or raise a UserError naming the key and the expected type."""
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # Optional[X] and X | None
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check(arg, value, key)
+            except UserError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise UserError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+    if origin in (list, tuple):
+        (item_tp, *_) = get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config key '{key}' must be a list like [32, 64], got {value!r}")
+        return [_check(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    else:
+        raise TypeError(f"config schema type {tp} of '{key}' is not supported")
+    raise UserError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")

@@ -1,0 +1,54 @@
+"""Learning-rate schedule and the exponential moving average of weights."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def warmup_cosine(progress_step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
+    """Multiplier of the peak learning rate at a step.
+
+        warm-up (step < W):   m = (step + 1) / W
+        after:                m = r + (1 - r) * (1 + cos(pi * p)) / 2,  p = (step - W) / (total - W)
+
+    so the rate rises linearly to the peak, then follows half a cosine down to r * peak.
+    """
+    if progress_step < warmup_steps:
+        return (progress_step + 1) / warmup_steps
+    p = min(1.0, (progress_step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+class EMA:
+    """Exponential moving average of a model's weights (Polyak averaging), used for sampling.
+
+        theta_ema <- d * theta_ema + (1 - d) * theta,   d = min(decay, (1 + n) / (10 + n))
+
+    The warm-up of d (n = number of updates) lets the average forget the random initialisation
+    quickly in short runs instead of dragging it along for ~1/(1 - decay) steps.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.decay = state["decay"]
+        self.updates = state["updates"]
+        self.shadow = {k: v.clone() for k, v in state["shadow"].items()}

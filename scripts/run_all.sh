@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set everything up and run the whole pipeline on this machine:
+#   venv + requirements -> data -> stage-1 VAE -> stage-2 latent DDPM -> 64 samples -> forward-process proof
+# Usage: bash scripts/run_all.sh            (downloads the data)
+#        POKEMON_DATA=DIR bash scripts/run_all.sh   (copies it from a local folder of PNGs)
+# Outputs: checkpoints/ae-*/ and checkpoints/ldm-*/ (run folders), samples/ and forward/.
+set -euo pipefail
+[ -n "${POKEMON_DATA:-}" ] && export POKEMON_DATA="$(cd "$POKEMON_DATA" 2>/dev/null && pwd || echo "$POKEMON_DATA")"
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh requirements.txt
+venv="${POKEDIFFUSION_VENV:-.venv}"
+py="$venv/bin/python"
+if [ ! -d data/pokemon ] || [ -z "$(ls -A data/pokemon 2>/dev/null)" ]; then
+  bash scripts/get_data.sh
+fi
+# Train on data/pokemon (the copy made above) whatever POKEMON_DATA says.
+export POKEMON_DATA="$(pwd)/data/pokemon"
+ae_dir="checkpoints/ae-$(date +%Y%m%d-%H%M%S)"
+bash scripts/train_ae.sh --out "$ae_dir"
+ldm_dir="checkpoints/ldm-$(date +%Y%m%d-%H%M%S)"
+bash scripts/train_ldm.sh --out "$ldm_dir" ae.ckpt="$ae_dir/ae.pt"
+"$py" -m diffusion.sample --ckpt "$ldm_dir/diffusion.pt" --n 64 --sampler ddim --steps 50 --seed 0 --out samples --gif
+"$py" -m diffusion.forward --config configs/ldm.yaml --out forward ae.ckpt="$ae_dir/ae.pt"
+echo
+echo "done: reconstructions $ae_dir/reconstructions.png, samples samples/grid.png and samples/reverse.gif,"
+echo "      forward process forward/forward_pixels.gif, histograms forward/hist_rgb.png and forward/hist_latent.png"

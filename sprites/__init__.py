@@ -1,0 +1,1 @@
+"""The Pokemon sprite data set: download (`sprites.download`) and tensors (`sprites.dataset`)."""

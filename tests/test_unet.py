@@ -1,0 +1,138 @@
+"""The denoising U-Net (diffusion/unet.py): shapes, time and class conditioning, gradients."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from diffusion.unet import UNet, timestep_embedding
+
+
+def _net(seed=0, **kw) -> UNet:
+    torch.manual_seed(seed)
+    args = dict(in_channels=3, channels=[8, 16], blocks=1, attention_levels=[1], dropout=0.0, num_classes=0, heads=4)
+    args.update(kw)
+    return UNet(**args).eval()
+
+
+CONFIGS = [
+    # in_channels, channels, blocks, attention_levels, size, num_classes
+    (3, [8, 16], 1, [], 16, 0),
+    (4, [8, 16], 2, [1], 16, 0),
+    (3, [8, 16], 1, [0, 1], 32, 0),
+    (4, [8, 16, 32], 1, [], 32, 0),
+    (3, [8, 16, 32], 2, [1], 16, 0),
+    (4, [8, 16, 32], 1, [0, 1], 16, 5),
+    (3, [8, 16, 32], 1, [1, 2], 32, 3),
+    (3, [8, 16], 2, [], 32, 2),
+]
+
+
+@pytest.mark.parametrize("in_ch, channels, blocks, attn, size, num_classes", CONFIGS)
+def test_output_shape_equals_input_shape(in_ch, channels, blocks, attn, size, num_classes):
+    net = _net(in_channels=in_ch, channels=channels, blocks=blocks, attention_levels=attn, num_classes=num_classes)
+    x = torch.randn(2, in_ch, size, size)
+    t = torch.tensor([0, 999])
+    with torch.no_grad():
+        out = net(x, t)
+        assert out.shape == x.shape and out.dtype == x.dtype and torch.isfinite(out).all()
+        if num_classes:
+            y = torch.tensor([0, num_classes - 1])
+            out_y = net(x, t, y)
+            assert out_y.shape == x.shape and torch.isfinite(out_y).all()
+
+
+def test_attention_levels_add_attention_modules():
+    count = lambda net: sum(type(m).__name__ == "Attention" for m in net.modules())  # noqa: E731
+    # the middle always has one; each listed level has `blocks` in the encoder and `blocks + 1` in the decoder
+    assert count(_net(attention_levels=[], blocks=1)) == 1
+    assert count(_net(attention_levels=[1], blocks=1)) == 1 + 1 + 2
+    assert count(_net(attention_levels=[0, 1], blocks=2)) == 1 + 2 * (2 + 3)
+
+
+@pytest.mark.parametrize("dim", [8, 9, 32])
+def test_timestep_embedding(dim):
+    t = torch.tensor([0, 1, 10, 999])
+    emb = timestep_embedding(t, dim)
+    assert emb.shape == (4, dim) and emb.dtype == torch.float32
+    half = dim // 2
+    # t = 0: cos = 1, sin = 0
+    assert torch.allclose(emb[0, :half], torch.ones(half)) and torch.allclose(emb[0, half:2 * half], torch.zeros(half))
+    if dim % 2:
+        assert torch.equal(emb[:, -1], torch.zeros(4))  # odd dim: zero padding
+    # the first frequency is 1: [cos t, ..., sin t, ...]
+    assert torch.allclose(emb[:, 0], torch.cos(t.float()), atol=1e-5)
+    assert torch.allclose(emb[:, half], torch.sin(t.float()), atol=1e-5)
+    # the last frequency is max_period^(-(half-1)/half)
+    w = math.exp(-math.log(10000.0) * (half - 1) / half)
+    assert torch.allclose(emb[:, half - 1], torch.cos(t.float() * w), atol=1e-5)
+    # cos^2 + sin^2 = 1 pairwise; all rows distinct
+    assert torch.allclose(emb[:, :half] ** 2 + emb[:, half:2 * half] ** 2, torch.ones(4, half), atol=1e-5)
+    assert torch.cdist(emb, emb).add(torch.eye(4)).min() > 1e-3
+
+
+def test_different_timesteps_give_different_outputs():
+    net = _net()
+    x = torch.randn(1, 3, 16, 16).expand(4, -1, -1, -1).contiguous()
+    with torch.no_grad():
+        out = net(x, torch.tensor([0, 1, 500, 999]))
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert (out[i] - out[j]).abs().max() > 1e-5, (i, j)
+    with torch.no_grad():
+        again = net(x, torch.tensor([0, 1, 500, 999]))
+    assert torch.equal(out, again)  # eval mode: deterministic
+
+
+def test_class_conditioning():
+    net = _net(num_classes=4)
+    x = torch.randn(1, 3, 16, 16).expand(3, -1, -1, -1).contiguous()
+    t = torch.tensor([50, 50, 50])
+    with torch.no_grad():
+        by_class = net(x, t, torch.tensor([0, 1, 4]))
+        unlabelled = net(x, t)
+    assert (by_class[0] - by_class[1]).abs().max() > 1e-5
+    # y = None is the extra "no label" class, index num_classes
+    assert torch.allclose(unlabelled[2], by_class[2], atol=1e-6)
+    assert (unlabelled[0] - by_class[0]).abs().max() > 1e-5
+
+
+def test_batch_elements_are_independent():
+    net = _net(attention_levels=[0, 1], num_classes=3)
+    x = torch.randn(5, 3, 16, 16)
+    t = torch.tensor([3, 70, 200, 999, 0])
+    y = torch.tensor([0, 1, 2, 3, 1])
+    with torch.no_grad():
+        full = net(x, t, y)
+        part = net(x[1:3], t[1:3], y[1:3])
+    assert torch.allclose(full[1:3], part, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels, attn, num_classes", [([8, 16], [0, 1], 0), ([8, 16, 32], [1], 3)])
+def test_gradients_reach_every_parameter(channels, attn, num_classes):
+    net = _net(channels=channels, attention_levels=attn, num_classes=num_classes, blocks=2, dropout=0.1).train()
+    x = torch.randn(4, 3, 16, 16)
+    t = torch.tensor([1, 10, 100, 900])
+    y = torch.tensor([0, 1, 2, 3]) if num_classes else None  # 3 = the "no label" row
+    loss = (net(x, t, y) - torch.randn(4, 3, 16, 16)).pow(2).mean()
+    loss.backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+    if num_classes:
+        assert (net.class_emb.weight.grad.abs().sum(dim=1) > 0).all()  # every row used once
+
+
+def test_dropout_only_in_training_mode():
+    net = _net(dropout=0.5)
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([5, 6])
+    with torch.no_grad():
+        assert torch.equal(net(x, t), net(x, t))
+        net.train()
+        torch.manual_seed(0)
+        a = net(x, t)
+        torch.manual_seed(1)
+        b = net(x, t)
+    assert not torch.allclose(a, b)
