@@ -77,6 +77,8 @@ def main(argv: list[str]) -> None:
     args = parse_args(argv)
     if args.n <= 0:
         raise UserError(f"--n {args.n}: the number of samples must be positive")
+    if args.gif and not 1 <= args.gif_n:
+        raise UserError(f"--gif-n {args.gif_n}: the number of samples in the GIF must be positive")
     if args.eta < 0:
         raise UserError(f"--eta {args.eta} must be >= 0")
     ckpt_path = args.ckpt or newest_run_file("diffusion.pt")

@@ -31,7 +31,9 @@ def _frame_steps(n_steps: int, frames: int) -> set[int]:
     """Indices (0 = first reverse step) at which to record x_t, evenly spaced, last one included."""
     if frames <= 0:
         return set()
-    return {round(i * (n_steps - 1) / max(1, frames - 1)) for i in range(frames)}
+    if frames == 1:
+        return {n_steps - 1}
+    return {round(i * (n_steps - 1) / (frames - 1)) for i in range(frames)}
 
 
 @torch.no_grad()

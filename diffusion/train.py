@@ -8,7 +8,7 @@ Training objective, per batch (Ho et al. 2020 with the x0 parameterisation):
 with w(t) = 1 (uniform), min(SNR(t), gamma) or max(SNR(t), 1) (train.loss_weighting).
 
 Writes into the run folder (default checkpoints/<run_name>-<timestamp>/): config.yaml, log.txt,
-loss.png, samples_epochNNN.png, samples.png (EMA weights, DDIM), metrics.json, and diffusion.pt.
+loss.png, samples_epochNNNN.png, samples.png (EMA weights, DDIM), metrics.json, and diffusion.pt.
 """
 from __future__ import annotations
 
@@ -115,6 +115,8 @@ def train(cfg: DiffusionConfig, out: str | None) -> dict:
     schedule = build_schedule(cfg)
     schedule.check_ends_in_noise(force=cfg.schedule.force)  # data-free check before any work
     data = load_sprites(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
+    train_images = data.train()
+    batches = EpochBatches(len(train_images), cfg.train.batch_size, cfg.seed, cfg.data.hflip)
     space, ae_record = build_space(cfg, device)
     run_dir = new_run_dir(out, cfg.run_name)
     dump_yaml(cfg, run_dir / "config.yaml")
@@ -124,7 +126,6 @@ def train(cfg: DiffusionConfig, out: str | None) -> dict:
         f"bf16 autocast {'on' if use_bf16 else 'off (not native here)'}")
     if ae_record:
         log(f"AE {ae_record['path']} (sha256 {ae_record['sha256'][:12]})")
-    train_images = data.train()
     t0 = time.time()
     space.prepare(train_images)
     log(f"{len(train_images)} training images prepared in {time.time() - t0:.1f}s")
@@ -140,7 +141,6 @@ def train(cfg: DiffusionConfig, out: str | None) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     log(f"U-Net {n_params / 1e6:.2f}M parameters")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    batches = EpochBatches(len(train_images), cfg.train.batch_size, cfg.seed, cfg.data.hflip)
     total_steps = cfg.train.epochs * len(batches)
     budget_s = cfg.train.max_minutes * 60
 

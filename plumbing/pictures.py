@@ -14,6 +14,7 @@ def grid_array(images: torch.Tensor, nrow: int, pad: int = 2, upscale: int = 1) 
     if upscale > 1:
         images = images.repeat_interleave(upscale, dim=2).repeat_interleave(upscale, dim=3)
     n, _, h, w = images.shape
+    nrow = max(1, min(nrow, n))
     rows = (n + nrow - 1) // nrow
     canvas = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, 3), 255, dtype=np.uint8)
     for i in range(n):

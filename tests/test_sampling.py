@@ -248,12 +248,7 @@ def test_clip_keeps_x0_prediction_in_range(sampler):
 
 # --- frames ---------------------------------------------------------------------------------------
 
-FRAMES_1_BUG = pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="diffusion/sampling.py _frame_steps(n, 1) returns {0}: with frames=1 the one recorded "
-                        "frame is x_t after the FIRST reverse step, not x_0 ('last one included' in its docstring)")
-
-
-@pytest.mark.parametrize("frames", [pytest.param(1, marks=FRAMES_1_BUG), 2, 5, 10])
+@pytest.mark.parametrize("frames", [1, 2, 5, 10])
 def test_ddpm_frames(frames):
     sch = LinearSchedule(25)
     x, rec = ddpm_sample(lambda x, t: torch.tanh(x), sch, (2, 1, 3, 3), _gen(4), CPU, clip=True, frames=frames)
@@ -267,7 +262,7 @@ def test_ddpm_frames(frames):
     assert all(xt.shape == (2, 1, 3, 3) for _, xt in rec)
 
 
-@pytest.mark.parametrize("frames", [pytest.param(1, marks=FRAMES_1_BUG), 3, 8])
+@pytest.mark.parametrize("frames", [1, 3, 8])
 def test_ddim_frames(frames):
     sch = LinearSchedule(100)
     x, rec = ddim_sample(lambda x, t: torch.tanh(x), sch, (2, 1, 3, 3), _gen(4), CPU, clip=True, steps=8,
