@@ -24,7 +24,7 @@ class LossConfig:
     l1_weight: float = 1.0           # |x - x_hat|
     perceptual_weight: float = 0.0   # LPIPS(x, x_hat); needs pretrained backbone weights
     perceptual_net: Literal["alex", "vgg", "squeeze"] = "alex"
-    kl_weight: float = 1e-6          # KL(q(z|x) || N(0, I)), summed over latent dims, mean over batch
+    kl_weight: float = 1e-6          # KL(q(z|x) || N(0, I)) per image / (3*H*W): Rombach et al.'s scale
     disc_weight: float = 0.0         # hinge-loss patch discriminator; 0 disables it
     disc_start: int = 2000           # optimiser step at which the discriminator loss switches on
 

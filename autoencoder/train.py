@@ -136,10 +136,13 @@ def train(cfg: AEConfig, out: str | None) -> dict:
             with autocast(device, use_bf16):
                 x_hat, mean, logvar = vae(x)
             x_hat = x_hat.float()
-            # L1 in pixel space, KL per sample (summed over latent dims) averaged over the batch.
+            # L1 is a mean over the D = 3*H*W pixel values; the KL is per image (summed over latent
+            # dims). Dividing the KL by D gives kl_weight the meaning it has in Rombach et al. (2022),
+            # whose reconstruction loss is a sum over pixels: without it, the same weight is D times
+            # stronger, the posterior noise caps what the latents can carry, and colours are lost.
             l1 = (x_hat - x).abs().mean()
             kl = kl_to_standard_normal(mean.float(), logvar.float()).mean()
-            loss = cfg.loss.l1_weight * l1 + cfg.loss.kl_weight * kl
+            loss = cfg.loss.l1_weight * l1 + cfg.loss.kl_weight * kl / x[0].numel()
             if lpips_model is not None:
                 lp = lpips_model(x_hat, x).mean()
                 loss = loss + cfg.loss.perceptual_weight * lp

@@ -1,0 +1,1 @@
+"""Benchmarks (commands, not unit tests): `python -m benchmarks.ae_step`."""
