@@ -17,11 +17,13 @@ class ModelConfig:
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # width per level; f = 2**(levels-1)
     blocks: int = 1                  # residual blocks per level (encoder and decoder)
     latent_channels: int = 4         # C in the latent [C, size/f, size/f]
+    colour_whitening: bool = True    # work on whitened colours (see autoencoder/model.py, VAE)
 
 
 @dataclass
 class LossConfig:
     l1_weight: float = 1.0           # |x - x_hat|
+    colour_weight: float = 1.0       # extra L1 on whitened colours: |W (x_hat - x)|
     perceptual_weight: float = 0.0   # LPIPS(x, x_hat); needs pretrained backbone weights
     perceptual_net: Literal["alex", "vgg", "squeeze"] = "alex"
     kl_weight: float = 1e-6          # KL(q(z|x) || N(0, I)) per image / (3*H*W): Rombach et al.'s scale

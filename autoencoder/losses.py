@@ -3,6 +3,7 @@
 Total generator loss per batch (weights from the config's `loss` section):
 
     L = l1_weight * mean|x - x_hat|
+      + colour_weight * mean|W (x - x_hat)|      (W: colour whitening, see model.py)
       + perceptual_weight * mean LPIPS(x, x_hat)
       + kl_weight * mean_b KL(q(z|x_b) || N(0, I)) / D        (D = 3*H*W pixel values)
       + disc_weight * (-mean D(x_hat))            (hinge generator loss, after disc_start steps)

@@ -100,7 +100,18 @@ class Decoder(nn.Module):
 
 
 class VAE(nn.Module):
-    """KL-regularised autoencoder (Kingma & Welling 2014; Rombach et al. 2022, first stage)."""
+    """KL-regularised autoencoder (Kingma & Welling 2014; Rombach et al. 2022, first stage).
+
+    Colour whitening. The pixel colours of the sprites are dominated by one axis: the eigenvalues
+    of their 3x3 covariance are about 0.67 (grey level), 0.039 (blue-orange) and 0.010
+    (green-magenta). Gradient descent learns the directions of a (near-)linear map in the order of
+    their variance, so an AE trained for minutes reproduces grey levels, then blue-orange, and
+    green Pokemon come back grey-blue. With `set_colour_statistics` the network works on whitened
+    colours instead, a fixed invertible map computed from the training pixels:
+        x_w = W (x - m),  W = Lambda^(-1/2) U^T    (U Lambda U^T = Cov(x), m = mean colour)
+    The encoder sees x_w; the decoder's raw output is in whitened units and is mapped back with
+    x = U Lambda^(1/2) x_w + m. Without statistics W is the identity (plain RGB).
+    """
 
     def __init__(self, channels: list[int], blocks: int, latent_channels: int):
         super().__init__()
@@ -108,10 +119,32 @@ class VAE(nn.Module):
         self.latent_channels = latent_channels
         self.encoder = Encoder(channels, blocks, latent_channels)
         self.decoder = Decoder(channels, blocks, latent_channels)
+        self.register_buffer("colour_mean", torch.zeros(3))
+        self.register_buffer("colour_to_white", torch.eye(3))
+        self.register_buffer("colour_from_white", torch.eye(3))
+
+    @torch.no_grad()
+    def set_colour_statistics(self, pixels: torch.Tensor) -> None:
+        """Compute m, W and W^-1 from images [N, 3, H, W] in [-1, 1] (see the class docstring)."""
+        flat = pixels.detach().float().permute(1, 0, 2, 3).reshape(3, -1)
+        mean = flat.mean(dim=1)
+        eigval, eigvec = torch.linalg.eigh(torch.cov(flat))
+        eigval = eigval.clamp_min(1e-6)
+        self.colour_mean.copy_(mean)
+        self.colour_to_white.copy_(torch.diag(eigval.rsqrt()) @ eigvec.T)
+        self.colour_from_white.copy_(eigvec @ torch.diag(eigval.sqrt()))
+
+    def whiten(self, x: torch.Tensor) -> torch.Tensor:
+        """x_w = W (x - m), per pixel."""
+        return torch.einsum("ij,bjhw->bihw", self.colour_to_white, x - self.colour_mean.view(1, 3, 1, 1))
+
+    def unwhiten(self, x_w: torch.Tensor) -> torch.Tensor:
+        """x = W^-1 x_w + m, per pixel."""
+        return torch.einsum("ij,bjhw->bihw", self.colour_from_white, x_w) + self.colour_mean.view(1, 3, 1, 1)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior parameters (mean, logvar) of q(z | x)."""
-        return self.encoder(x)
+        return self.encoder(self.whiten(x))
 
     @staticmethod
     def sample_posterior(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None):
@@ -121,11 +154,11 @@ class VAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Decoder output clipped to the pixel range [-1, 1] (for pictures and metrics)."""
-        return self.decoder(z).clamp(-1.0, 1.0)
+        return self.unwhiten(self.decoder(z)).clamp(-1.0, 1.0)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training pass: returns the unclipped reconstruction (so the L1 gradient never vanishes
         at the range edges), and the posterior parameters for the KL term."""
         mean, logvar = self.encode(x)
         z = self.sample_posterior(mean, logvar)
-        return self.decoder(z), mean, logvar
+        return self.unwhiten(self.decoder(z)), mean, logvar

@@ -248,3 +248,27 @@ def test_batch_size_larger_than_train_set(make_ae_config, tmp_path, no_lpips):
 def test_zero_holdout_is_rejected_before_training(make_ae_config):
     with pytest.raises(UserError, match="data.holdout=0"):
         make_ae_config("data.holdout=0", "train.epochs=1")
+
+
+def test_colour_whitening_is_an_exact_invertible_decorrelation():
+    """W (x - m) has identity colour covariance, and unwhiten(whiten(x)) == x."""
+    gen = torch.Generator().manual_seed(0)
+    mix = torch.tensor([[1.0, 0.2, 0.1], [0.3, 0.8, 0.0], [0.5, 0.5, 0.6]])
+    x = torch.einsum("ij,bjhw->bihw", mix, torch.randn(64, 3, 8, 8, generator=gen) * 0.3)
+    vae = VAE([8, 16], 1, 4)
+    vae.set_colour_statistics(x)
+    xw = vae.whiten(x)
+    cov = torch.cov(xw.permute(1, 0, 2, 3).reshape(3, -1))
+    assert torch.allclose(cov, torch.eye(3), atol=1e-4)
+    assert torch.allclose(xw.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(vae.unwhiten(xw), x, atol=1e-5)
+
+
+def test_colour_statistics_travel_with_the_weights():
+    x = torch.rand(16, 3, 8, 8) * 2 - 1
+    vae = VAE([8, 16], 1, 4)
+    vae.set_colour_statistics(x)
+    other = VAE([8, 16], 1, 4)
+    other.load_state_dict(vae.state_dict())
+    assert torch.equal(other.colour_to_white, vae.colour_to_white)
+    assert not torch.equal(other.colour_to_white, torch.eye(3))
