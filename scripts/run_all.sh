@@ -5,11 +5,7 @@
 #        POKEMON_DATA=DIR bash scripts/run_all.sh   (copies it from a local folder of PNGs)
 # Outputs: checkpoints/ae-*/ and checkpoints/ldm-*/ (run folders), samples/ and forward/.
 set -euo pipefail
-[ -n "${POKEMON_DATA:-}" ] && export POKEMON_DATA="$(cd "$POKEMON_DATA" 2>/dev/null && pwd || echo "$POKEMON_DATA")"
-cd "$(dirname "$0")/.."
-bash scripts/setup.sh requirements.txt
-venv="${POKEDIFFUSION_VENV:-.venv}"
-py="$venv/bin/python"
+source "$(dirname "$0")/env.sh"
 if [ ! -d data/pokemon ] || [ -z "$(ls -A data/pokemon 2>/dev/null)" ]; then
   bash scripts/get_data.sh
 fi
