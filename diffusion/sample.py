@@ -118,7 +118,7 @@ def main(argv: list[str]) -> None:
         gif_frames = []
         with torch.inference_mode():
             for _, xt in recorded:
-                gif_frames.append(grid_array(space.decode(xt[:k]).cpu(), nrow=min(4, k), upscale=2))
+                gif_frames.append(grid_array(space.decode(xt[:k]).cpu(), nrow=min(4, k)))
         save_gif(gif_frames, out / "reverse.gif")
         print(f"reverse process ({len(gif_frames)} frames) -> {out}/reverse.gif")
 
