@@ -23,7 +23,7 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     l1_weight: float = 1.0           # |x - x_hat|
-    colour_weight: float = 1.0       # extra L1 on whitened colours: |W (x_hat - x)|
+    colour_weight: float = 0.5       # extra L1 on whitened colours: |W (x_hat - x)|
     perceptual_weight: float = 0.0   # LPIPS(x, x_hat); needs pretrained backbone weights
     perceptual_net: Literal["alex", "vgg", "squeeze"] = "alex"
     kl_weight: float = 1e-6          # KL(q(z|x) || N(0, I)) per image / (3*H*W): Rombach et al.'s scale
