@@ -84,7 +84,7 @@ def save_comparison(inputs: torch.Tensor, recon: torch.Tensor, path, n: int = 32
 
 def train(cfg: AEConfig, out: str | None) -> dict:
     device = pick_device(cfg.device)
-    gen = seed_everything(cfg.seed)
+    seed_everything(cfg.seed)
     lpips_model = None
     if cfg.loss.perceptual_weight > 0:  # fail before any work when the weights are missing
         lpips_model = load_lpips(cfg.loss.perceptual_net).to(device)

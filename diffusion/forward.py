@@ -35,7 +35,7 @@ from plumbing.cli import UserError, run_main
 from plumbing.config import load_config
 from plumbing.device import pick_device, seed_everything
 from plumbing.pictures import grid_array, save_gif
-from plumbing.runs import write_json
+from plumbing.runs import writable_dir, write_json
 from sprites.dataset import load_sprites, to_unit_range
 
 N_SHOWN = 6        # sprites in the GIFs and strips
@@ -151,11 +151,7 @@ def main(argv: list[str]) -> None:
     schedule = build_schedule(cfg)
     diag = schedule.check_ends_in_noise(force=cfg.schedule.force)
     data = load_sprites(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create output folder {out} ({err.strerror}); choose a writable --out")
+    out = writable_dir(args.out)
 
     x0 = to_unit_range(data.train())
     shown = x0[torch.linspace(0, len(x0) - 1, N_SHOWN).long()]

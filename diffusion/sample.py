@@ -24,7 +24,7 @@ from plumbing.cli import UserError, run_main
 from plumbing.config import from_dict
 from plumbing.device import bf16_supported, pick_device
 from plumbing.pictures import grid_array, save_gif, save_grid, save_image
-from plumbing.runs import newest_run_file
+from plumbing.runs import newest_run_file, writable_dir
 
 
 def load_diffusion(ckpt_path: str | Path, device: torch.device, ae_path: str | None = None):
@@ -88,11 +88,7 @@ def main(argv: list[str]) -> None:
     model, schedule, space, cfg = load_diffusion(ckpt_path, device, args.ae)
     if args.sampler == "ddim" and not 1 <= args.steps <= schedule.T:
         raise UserError(f"--steps {args.steps} must be between 1 and T={schedule.T}")
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create output folder {out} ({err.strerror}); choose a writable --out")
+    out = writable_dir(args.out)
 
     gen = torch.Generator().manual_seed(args.seed)
     use_bf16 = cfg.train.bf16 and bf16_supported(device)

@@ -32,13 +32,19 @@ def new_run_dir(out: str | None, run_name: str) -> Path:
         while path.exists():  # two runs started within the same second
             path = CHECKPOINT_ROOT / f"{run_name}-{stamp}-{n}"
             n += 1
+    return writable_dir(path)
+
+
+def writable_dir(path: str | Path) -> Path:
+    """Create `path` if needed and check that a file can be written in it (UserError if not)."""
+    path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
-        raise UserError(f"cannot write to run folder {path} ({err.strerror}); pass a writable folder with --out")
+        raise UserError(f"cannot write to folder {path} ({err.strerror}); pass a writable folder with --out")
     return path
 
 

@@ -98,7 +98,7 @@ def from_internet(dest: Path) -> Path | None:
             (dest / parts[2]).write_bytes(archive.read(info))
             n += 1
     if n == 0:
-        raise UserError(f"the archive holds no pokemon/*.png; the upstream layout changed, see README.md 'Data'")
+        raise UserError("the archive holds no pokemon/*.png; the upstream layout changed, see README.md 'Data'")
     print(f"downloading {TYPES_URL} ...")
     table = dest.parent / "pokemon_stats.csv"
     table.write_bytes(fetch(TYPES_URL))
