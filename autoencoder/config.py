@@ -15,7 +15,8 @@ from sprites.config import DataConfig
 @dataclass
 class ModelConfig:
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # width per level; f = 2**(levels-1)
-    blocks: int = 1                  # residual blocks per level (encoder and decoder)
+    blocks: list[int] = field(default_factory=lambda: [1, 1, 1])  # residual blocks per level, full resolution first
+                                     # (the same in encoder and decoder; 0 is allowed)
     latent_channels: int = 4         # C in the latent [C, size/f, size/f]
     colour_whitening: bool = True    # work on whitened colours (see autoencoder/model.py, VAE)
 
@@ -65,8 +66,11 @@ class AEConfig:
         if self.data.size % f:
             raise UserError(f"data.size={self.data.size} is not divisible by the downsampling factor {f}; "
                             "change data.size or model.channels")
+        if len(self.model.blocks) != len(self.model.channels) or any(b < 0 for b in self.model.blocks):
+            raise UserError(f"model.blocks={self.model.blocks} needs one count >= 0 per level of "
+                            f"model.channels={self.model.channels}, e.g. model.blocks=[1,1,1]")
         for key, value in [("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size),
-                           ("model.blocks", self.model.blocks), ("model.latent_channels", self.model.latent_channels)]:
+                           ("model.latent_channels", self.model.latent_channels)]:
             if value <= 0:
                 raise UserError(f"{key}={value} must be positive")
         if not 0.0 < self.data.holdout < 0.5:

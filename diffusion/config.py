@@ -35,6 +35,9 @@ class UNetConfig:
     attention_levels: list[int] = field(default_factory=lambda: [1, 2])  # level indices with self-attention
     heads: int = 4
     dropout: float = 0.0
+    # x0_hat = f(x_t, t) (false), or sqrt(ab_t) x_t + sqrt(1 - ab_t) f(x_t, t) (true; see
+    # LinearSchedule.x0_with_skip). Either way the model's output is an x0 estimate trained on the x0 MSE.
+    x0_skip: bool = False
 
 
 @dataclass

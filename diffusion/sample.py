@@ -92,7 +92,7 @@ def main(argv: list[str]) -> None:
 
     gen = torch.Generator().manual_seed(args.seed)
     use_bf16 = cfg.train.bf16 and bf16_supported(device)
-    denoise = make_denoiser(model, device, use_bf16)
+    denoise = make_denoiser(model, schedule, cfg.model.x0_skip, device, use_bf16)
     n_steps = schedule.T if args.sampler == "ddpm" else len(ddim_timesteps(schedule.T, args.steps))
     frames = 40 if args.gif else 0
     start = time.time()

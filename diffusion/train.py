@@ -88,11 +88,18 @@ def loss_weights(schedule: LinearSchedule, t: torch.Tensor, kind: str, gamma: fl
     return snr.clamp(max=gamma) if kind == "min_snr" else snr.clamp(min=1.0)
 
 
-def make_denoiser(model: UNet, device: torch.device, use_bf16: bool):
-    """x0_hat = model(x_t, t) in inference mode (autocast where enabled)."""
+def predict_x0(model: UNet, schedule: LinearSchedule, xt: torch.Tensor, t: torch.Tensor, x0_skip: bool,
+               use_bf16: bool) -> torch.Tensor:
+    """x0_hat from the network: f(x_t, t), or with model.x0_skip sqrt(ab_t) x_t + sqrt(1 - ab_t) f(x_t, t)."""
+    with autocast(xt.device, use_bf16):
+        f = model(xt, t).float()
+    return schedule.x0_with_skip(xt, t, f) if x0_skip else f
+
+
+def make_denoiser(model: UNet, schedule: LinearSchedule, x0_skip: bool, device: torch.device, use_bf16: bool):
+    """denoise(x_t, t) -> x0_hat for the samplers (autocast where enabled)."""
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        with autocast(device, use_bf16):
-            return model(x, t).float()
+        return predict_x0(model, schedule, x, t.to(device), x0_skip, use_bf16)
     return denoise
 
 
@@ -103,7 +110,7 @@ def sample_grid(model, schedule, space, cfg: DiffusionConfig, device, use_bf16: 
 
     gen = torch.Generator().manual_seed(seed)
     model.eval()
-    x, _ = ddim_sample(make_denoiser(model, device, use_bf16), schedule, (n, *space.shape), gen, device,
+    x, _ = ddim_sample(make_denoiser(model, schedule, cfg.model.x0_skip, device, use_bf16), schedule, (n, *space.shape), gen, device,
                        space.clip, steps=cfg.sample.steps, eta=cfg.sample.eta)
     model.train()
     return space.decode(x).cpu()
@@ -163,9 +170,8 @@ def train(cfg: DiffusionConfig, out: str | None) -> dict:
             w = loss_weights(schedule, t, cfg.train.loss_weighting, cfg.train.snr_gamma).to(device)
             x0, xt, t = (v.to(device) for v in (x0, xt, t))
             xt = xt.contiguous(memory_format=memory_format)
-            with autocast(device, use_bf16):
-                x0_hat = model(xt, t)
-            per_sample = (x0_hat.float() - x0).pow(2).flatten(1).mean(dim=1)
+            x0_hat = predict_x0(model, schedule, xt, t, cfg.model.x0_skip, use_bf16)
+            per_sample = (x0_hat - x0).pow(2).flatten(1).mean(dim=1)
             loss = (w * per_sample).mean()
             if not torch.isfinite(loss):
                 raise UserError(f"the loss became {loss.item()} at step {step}; lower train.lr (now {cfg.train.lr})")

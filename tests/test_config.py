@@ -202,6 +202,8 @@ def test_size_not_divisible_by_downsampling_factor():
     ("model.channels=[8,0]", "model.channels"),
     ("data.holdout=0.5", "data.holdout"),
     ("train.lr=0", "train.lr"),
+    ("model.blocks=[1,1]", "model.blocks"),       # three levels need three counts
+    ("model.blocks=[1,-1,1]", "model.blocks"),
 ])
 def test_cross_key_validation(override, fragment):
     with pytest.raises(UserError, match=fragment.replace(".", r"\.")):

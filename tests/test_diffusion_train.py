@@ -137,7 +137,7 @@ def test_pixel_samples_finite_and_in_range(pixel_run):
     model, schedule, space, cfg = dsample.load_diffusion(pixel_run["run_dir"] / "diffusion.pt", torch.device("cpu"))
     assert not model.training and schedule.T == 100 and space.clip
     assert all(not p.requires_grad for p in model.parameters())
-    den = dtrain.make_denoiser(model, torch.device("cpu"), False)
+    den = dtrain.make_denoiser(model, schedule, cfg.model.x0_skip, torch.device("cpu"), False)
     for x in (ddim_sample(den, schedule, (4, *space.shape), torch.Generator().manual_seed(0), "cpu", True, steps=5)[0],
               ddpm_sample(den, schedule, (2, *space.shape), torch.Generator().manual_seed(0), "cpu", True)[0]):
         assert torch.isfinite(x).all()
@@ -165,9 +165,9 @@ def test_latent_run_records_the_ae(latent_run):
 
 
 def test_latent_samples_decode_to_finite_pixels(latent_run):
-    model, schedule, space, _ = dsample.load_diffusion(latent_run["run_dir"] / "diffusion.pt", torch.device("cpu"))
+    model, schedule, space, cfg = dsample.load_diffusion(latent_run["run_dir"] / "diffusion.pt", torch.device("cpu"))
     assert not space.clip and space.shape == tuple(load_checkpoint(latent_run["run_dir"] / "diffusion.pt")["space"]["shape"])
-    den = dtrain.make_denoiser(model, torch.device("cpu"), False)
+    den = dtrain.make_denoiser(model, schedule, cfg.model.x0_skip, torch.device("cpu"), False)
     x, _ = ddim_sample(den, schedule, (3, *space.shape), torch.Generator().manual_seed(0), "cpu", False, steps=5)
     img = space.decode(x)
     assert img.shape == (3, 3, 16, 16) and torch.isfinite(img).all()
@@ -251,8 +251,8 @@ def test_cli_writes_grid_pngs_and_gif(cli_samples):
 def test_cli_pngs_are_the_seeded_sampler_output(cli_samples, pixel_run):
     """0000.png... are exactly the DDIM samples of the EMA model from torch.Generator().manual_seed(seed)."""
     _, out = cli_samples
-    model, schedule, space, _ = dsample.load_diffusion(pixel_run["run_dir"] / "diffusion.pt", torch.device("cpu"))
-    den = dtrain.make_denoiser(model, torch.device("cpu"), False)
+    model, schedule, space, cfg = dsample.load_diffusion(pixel_run["run_dir"] / "diffusion.pt", torch.device("cpu"))
+    den = dtrain.make_denoiser(model, schedule, cfg.model.x0_skip, torch.device("cpu"), False)
     x, _ = ddim_sample(den, schedule, (4, *space.shape), torch.Generator().manual_seed(0), "cpu", True, steps=5)
     imgs = space.decode(x)
     assert torch.isfinite(imgs).all() and imgs.min() >= -1 and imgs.max() <= 1

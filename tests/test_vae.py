@@ -43,6 +43,18 @@ def test_encoder_decoder_shapes(channels, f):
     assert vae.encode(torch.zeros(1, 3, 2 * f, 4 * f))[0].shape == (1, 4, 2, 4)
 
 
+def test_blocks_per_level():
+    """blocks=[0, 1, 2]: no residual block at full resolution, then 1 and 2 (mirrored in the decoder)."""
+    vae = VAE([8, 16, 32], blocks=[0, 1, 2], latent_channels=4)
+    enc = [type(m).__name__ for m in vae.encoder.body]
+    dec = [type(m).__name__ for m in vae.decoder.body]
+    assert enc == ["Conv2d", "ResBlock", "Conv2d", "ResBlock", "ResBlock"]
+    assert dec == ["ResBlock", "ResBlock", "ConvTranspose2d", "ResBlock", "ConvTranspose2d"]
+    assert vae(torch.zeros(1, 3, 16, 16))[0].shape == (1, 3, 16, 16)
+    with pytest.raises(ValueError, match="one entry per level"):
+        VAE([8, 16, 32], blocks=[1, 1], latent_channels=4)
+
+
 def test_decode_is_clipped_forward_is_not():
     torch.manual_seed(0)
     vae = VAE([8, 16], 1, 3)

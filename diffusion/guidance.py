@@ -1,0 +1,85 @@
+"""Classifier-free guidance (Ho & Salimans 2022) for an x0-predicting network.
+
+One network learns both the conditional model f(x_t, t, y) and the unconditional one
+f(x_t, t, NULL): during training each label is replaced by the null class with probability p
+(`drop_labels`), so the null class sees every kind of image. At sampling time the two
+predictions are extrapolated away from the unconditional one (`guided_x0`):
+
+    x0_guided = x0_uncond + s * (x0_cond - x0_uncond)
+
+    s = 0: the unconditional model;  s = 1: the conditional model;  s > 1: stronger conditioning
+    (more typical of the class, less diverse).
+
+Ho & Salimans write it on the noise prediction, eps~ = (1 + w) eps_cond - w eps_uncond, i.e.
+s = 1 + w. For an x0-predicting network the two are the same thing. With a = sqrt(ab_t) and
+b = sqrt(1 - ab_t), the noise implied by an x0 prediction (diffusion/sampling.py) is
+
+    eps(x0_hat) = (x_t - a x0_hat) / b,
+
+an affine function of x0_hat, and the x_t term is shared by both predictions, so
+
+    eps_uncond + s (eps_cond - eps_uncond) = (x_t - a x0_uncond) / b - s a (x0_cond - x0_uncond) / b
+                                          = eps(x0_uncond + s (x0_cond - x0_uncond)).
+
+Guiding x0 and then converting equals guiding eps.
+
+The null class is the U-Net's extra class index `num_classes` (diffusion/unet.py); for Pokemon
+types it is sprites.labels.NULL_LABEL = 18. This module knows nothing about training loops.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from sprites.labels import NULL_LABEL
+
+
+def drop_labels(y: torch.Tensor, p: float, generator: torch.Generator,
+                null_label: int = NULL_LABEL) -> torch.Tensor:
+    """Replace each label by `null_label` with probability p, independently (a new tensor).
+
+        u_i ~ U[0, 1) from `generator`;   y'_i = null_label if u_i < p else y_i
+
+    Exactly one uniform number is drawn per label whatever p is, so the generator advances the
+    same way for every p (a run's later random draws do not depend on p). p = 0 leaves y
+    unchanged, p = 1 makes every label null. Labels that are already null stay null.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"the label drop probability must lie in [0, 1], got {p}")
+    # Draw on the generator's device (a CPU generator for reproducibility), then move to y's device.
+    u = torch.rand(y.shape, generator=generator, device=generator.device).to(y.device)
+    return torch.where(u < p, torch.full_like(y, null_label), y)
+
+
+def guided_x0(model: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tensor,
+              y: torch.Tensor | None, scale: float, null_label: int = NULL_LABEL) -> torch.Tensor:
+    """Classifier-free guided x0 prediction for a batch x_t [B, ...] at steps t [B] with labels y [B].
+
+        x0_cond   = model(x_t, t, y)
+        x0_uncond = model(x_t, t, NULL)
+        x0_guided = x0_uncond + scale * (x0_cond - x0_uncond)
+
+    Both predictions come from ONE forward pass over a batch of 2B: the first half carries the
+    labels, the second half the null label. Rows whose label is already null get
+    x0_cond = x0_uncond, hence x0_guided = x0_uncond for any scale.
+    With y None (an unconditional model) this is simply model(x_t, t).
+    """
+    if y is None:
+        return model(x, t)
+    # [cond half; uncond half]: same images and steps, labels y then NULL
+    x2 = torch.cat([x, x])
+    t2 = torch.cat([t, t])
+    y2 = torch.cat([y, torch.full_like(y, null_label)])
+    x0_cond, x0_uncond = model(x2, t2, y2).chunk(2)
+    return x0_uncond + scale * (x0_cond - x0_uncond)
+
+
+def guided_denoiser(model: Callable[..., torch.Tensor], y: torch.Tensor | None, scale: float,
+                    null_label: int = NULL_LABEL) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """`denoise(x_t, t)` for diffusion/sampling.py: guided_x0 with the labels y [N] of the N samples fixed."""
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return guided_x0(model, x, t, y, scale, null_label)
+
+    return denoise

@@ -1,0 +1,1 @@
+"""Sample-quality reports: network-free metrics of generated sprites against the real ones."""
