@@ -1,33 +1,39 @@
 """Benchmark: one VAE training step, ours against diffusers' AutoencoderKL at equal widths.
 
-    python -m benchmarks.ae_step [--batch 32] [--size 64] [--repeats 7] [--out benchmarks/results/ae_step.json]
+    python -m benchmarks.ae_step [--batch 32] [--repeats 7] [--out benchmarks/results/ae_step.json]
 
-Both models get the same job: a batch of B images at size x size, forward, L1 + KL loss, backward,
-AdamW step. diffusers is configured as the issue's reference: the same widths per level, one block per
-level and the same latent shape (4 x size/4 x size/4). Medians over `repeats` timed steps after 2 warm-up steps,
-measured alternately in one process, so the ratio is what counts. Achieved GFLOP/s uses
-torch.utils.flop_counter. diffusers is a benchmark-only dependency (requirements-bench.txt).
+(`python -m benchmarks` runs this together with the other measurements.) Both models get the same
+job: a batch of B images at size x size, forward, L1 + KL loss, backward, AdamW step, bf16 autocast
+where native. diffusers is configured as the issue's reference: the same widths per level, one block
+per level and the same latent shape (4 x size/4 x size/4). Each model is timed in NCHW and in NHWC;
+the speed-up compares each model's faster layout. Medians over `repeats` timed steps after 2 warm-up
+steps. Achieved GFLOP/s uses torch.utils.flop_counter. diffusers is a benchmark-only dependency
+(requirements-bench.txt).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
-import statistics
-import time
 from pathlib import Path
+from typing import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from autoencoder.config import AEConfig
 from autoencoder.latents import build_vae
 from autoencoder.losses import kl_to_standard_normal
+from benchmarks.harness import Plan, in_layouts, speedup, summarise
 from plumbing.config import load_config
 from plumbing.device import autocast, bf16_supported
 
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "configs" / "ae.yaml"
+NAMES = {"pokediffusion": "pokediffusion VAE", "diffusers": "diffusers AutoencoderKL"}
+
 
 def ours(cfg: AEConfig):
+    """Our VAE and its training forward: x -> (x_hat, posterior mean, posterior logvar)."""
     model = build_vae(cfg)
 
     def forward(x):
@@ -37,6 +43,7 @@ def ours(cfg: AEConfig):
 
 
 def diffusers_vae(cfg: AEConfig):
+    """diffusers' AutoencoderKL with our widths, one block per level and our latent shape."""
     from diffusers import AutoencoderKL
 
     widths = tuple(cfg.model.channels)
@@ -53,70 +60,74 @@ def diffusers_vae(cfg: AEConfig):
     return model, forward
 
 
-def time_step(model, forward, x, use_bf16: bool, repeats: int) -> dict:
+BUILDERS = {"pokediffusion": ours, "diffusers": diffusers_vae}
+
+
+def training_step(model: torch.nn.Module, forward: Callable, x: torch.Tensor, use_bf16: bool) -> Callable[[], None]:
+    """One step on the fixed batch x: forward, L1 + 1e-6 KL, backward, AdamW."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    device = x.device
 
     def step():
-        with autocast(device, use_bf16):
+        with autocast(x.device, use_bf16):
             x_hat, mean, logvar = forward(x)
         loss = (x_hat.float() - x).abs().mean() + 1e-6 * kl_to_standard_normal(mean.float(), logvar.float()).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    return step
 
-    with FlopCounterMode(display=False) as counter:
-        step()
-    step()  # second warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
-    flops = counter.get_total_flops()
-    return {"median_s": med, "img_per_s": len(x) / med, "gflop_per_step": flops / 1e9, "gflop_per_s": flops / med / 1e9,
-            "params_M": sum(p.numel() for p in model.parameters()) / 1e6}
+
+def measure_ae(model: str, config: str | Path = DEFAULT_CONFIG, overrides: list[str] = (), batch: int | None = None,
+               plan: Plan = Plan()) -> dict:
+    """The AE training step of `model` ("pokediffusion" or "diffusers") in both layouts (a benchmark job).
+
+    The batch defaults to the config's train.batch_size; inputs are uniform noise in [-1, 1] (the
+    step's cost does not depend on the pixel values).
+    """
+    cfg = load_config(AEConfig, config, list(overrides))
+    batch = batch or cfg.train.batch_size
+    build = BUILDERS[model]
+    use_bf16 = cfg.train.bf16 and bf16_supported(torch.device("cpu"))
+    x = torch.rand(batch, 3, cfg.data.size, cfg.data.size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    def make_step(fmt: torch.memory_format) -> Callable[[], None]:
+        torch.manual_seed(0)
+        net, forward = build(cfg)
+        return training_step(net.to(memory_format=fmt), forward, x.contiguous(memory_format=fmt), use_bf16)
+
+    params = sum(p.numel() for p in build(cfg)[0].parameters())
+    return {**summarise(in_layouts(make_step, batch, plan), params), "name": NAMES[model], "batch": batch,
+            "size": cfg.data.size, "bf16": use_bf16}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/ae.yaml")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG))
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--out", default="benchmarks/results/ae_step.json")
     args = p.parse_args()
+    plan = Plan(warmup=2, repeats=args.repeats, min_repeats=args.repeats, budget_s=float("inf"))
+    rows = {key: measure_ae(key, args.config, batch=args.batch, plan=plan) for key in NAMES}
+    a, b = rows["pokediffusion"], rows["diffusers"]
+    ratio = speedup(a, b)
     cfg = load_config(AEConfig, args.config, [])
-    torch.manual_seed(0)
-    device = torch.device("cpu")
-    use_bf16 = cfg.train.bf16 and bf16_supported(device)
-    x = torch.rand(args.batch, 3, cfg.data.size, cfg.data.size) * 2 - 1
-    # Each model is timed in both memory layouts (NCHW and channels-last NHWC); the speed-up compares
-    # each model's faster layout, so neither side is handicapped by a layout that suits it badly.
-    results = {}
-    for name, build in [("pokediffusion VAE", ours), ("diffusers AutoencoderKL", diffusers_vae)]:
-        for layout, fmt in [("NCHW", torch.contiguous_format), ("NHWC", torch.channels_last)]:
-            torch.manual_seed(0)
-            model, forward = build(cfg)
-            model = model.to(memory_format=fmt)
-            results[f"{name}, {layout}"] = time_step(model, forward, x.contiguous(memory_format=fmt),
-                                                     use_bf16, args.repeats)
-    best = {name: min((r for key, r in results.items() if key.startswith(name)), key=lambda r: r["median_s"])
-            for name in ["pokediffusion VAE", "diffusers AutoencoderKL"]}
-    a, b = best["pokediffusion VAE"], best["diffusers AutoencoderKL"]
-    ratio = b["median_s"] / a["median_s"]
-    print(f"AE training step, batch {args.batch} at {cfg.data.size}x{cfg.data.size}, widths {cfg.model.channels}, "
+    print(f"AE training step, batch {args.batch} at {a['size']}x{a['size']}, widths {cfg.model.channels}, "
           f"blocks per level: ours {cfg.model.blocks}, diffusers 1, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"bf16 {'on' if use_bf16 else 'off (not native on this CPU)'}")
+          f"bf16 {'on' if a['bf16'] else 'off (not native on this CPU)'}")
     print(f"{'model, layout':32s} {'params':>8s} {'s/step':>8s} {'img/s':>8s} {'GFLOP/step':>11s} {'GFLOP/s':>8s}")
-    for name, r in results.items():
-        print(f"{name:32s} {r['params_M']:7.2f}M {r['median_s']:8.3f} {r['img_per_s']:8.1f} "
-              f"{r['gflop_per_step']:11.1f} {r['gflop_per_s']:8.1f}")
+    results = {}
+    for row in rows.values():
+        for layout, r in row["layouts"].items():
+            name = f"{row['name']}, {layout}"
+            results[name] = {**r, "params_M": row["params_M"]}
+            print(f"{name:32s} {row['params_M']:7.2f}M {r['median_s']:8.3f} {r['img_per_s']:8.1f} "
+                  f"{r['gflop_per_step']:11.1f} {r['gflop_per_s']:8.1f}")
     print(f"speed-up (diffusers time / ours, each in its faster layout): {ratio:.2f}x")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                               "torch": torch.__version__, "bf16": use_bf16, "batch": args.batch,
+                               "torch": torch.__version__, "bf16": a["bf16"], "batch": args.batch,
                                "results": results, "speedup": ratio}, indent=2) + "\n")
     print(f"wrote {out}")
 

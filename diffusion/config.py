@@ -63,6 +63,15 @@ class TrainConfig:
 
 
 @dataclass
+class ConditionConfig:
+    # Type conditioning with classifier-free guidance (diffusion/guidance.py, sprites/labels.py).
+    labels: Literal["none", "type1"] = "none"   # "type1": condition on each sprite's Type 1
+    table: Optional[str] = None      # type table; null: pokemon_stats.csv beside data.root's folder
+    drop_prob: float = 0.15          # share of labels replaced by "no label" in training
+    guidance: float = 3.0            # guidance scale s of the training-time sample grids
+
+
+@dataclass
 class SampleConfig:
     sampler: Literal["ddpm", "ddim"] = "ddim"
     steps: int = 50                  # DDIM steps
@@ -80,6 +89,7 @@ class DiffusionConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     model: UNetConfig = field(default_factory=UNetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    cond: ConditionConfig = field(default_factory=ConditionConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def validate(self) -> None:
@@ -94,5 +104,7 @@ class DiffusionConfig:
                            ("train.sample_n", self.train.sample_n)]:
             if value <= 0:
                 raise UserError(f"{key}={value} must be positive")
+        if not 0.0 <= self.cond.drop_prob <= 1.0:
+            raise UserError(f"cond.drop_prob={self.cond.drop_prob} must be in [0, 1]")
         if not 0.0 <= self.train.ema_decay < 1.0:
             raise UserError(f"train.ema_decay={self.train.ema_decay} must be in [0, 1)")

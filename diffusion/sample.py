@@ -1,6 +1,8 @@
 """Sample from a trained diffusion checkpoint (latent or pixel space).
 
     python -m diffusion.sample --ckpt CKPT --n 64 --sampler ddpm|ddim --steps 50 --seed 0 --out DIR [--gif]
+    python -m diffusion.sample --ckpt CKPT --type Fire [--type Water ...] --guidance 3.0 ...   (conditional)
+    python -m diffusion.sample --ckpt CKPT --type all --n 8 ...    (one row of n samples per type)
 
 Writes DIR/grid.png, one PNG per sample (DIR/0000.png, ...) and, with --gif, DIR/reverse.gif:
 the reverse process x_T -> x_0 for a grid of samples, each shown x_t decoded to pixels.
@@ -18,13 +20,14 @@ from tqdm import tqdm
 from diffusion.config import DiffusionConfig
 from diffusion.sampling import ddim_sample, ddim_timesteps, ddpm_sample
 from diffusion.space import LatentSpace, PixelSpace
-from diffusion.train import build_schedule, build_unet, make_denoiser
+from diffusion.train import build_schedule, build_unet, make_denoiser, num_classes
 from plumbing.checkpoint import file_sha256, load_checkpoint
 from plumbing.cli import UserError, run_main
 from plumbing.config import from_dict
 from plumbing.device import bf16_supported, pick_device
 from plumbing.pictures import grid_array, save_gif, save_grid, save_image
 from plumbing.runs import newest_run_file, writable_dir
+from sprites.labels import TYPES, parse_type
 
 
 def load_diffusion(ckpt_path: str | Path, device: torch.device, ae_path: str | None = None):
@@ -69,8 +72,28 @@ def parse_args(argv: list[str]):
     p.add_argument("--out", default="samples", help="output folder (default: samples/)")
     p.add_argument("--gif", action="store_true", help="also write reverse.gif of the reverse process")
     p.add_argument("--gif-n", type=int, default=16, help="samples shown in the GIF (default 16)")
+    p.add_argument("--type", action="append", default=None, dest="types",
+                   help="Pokemon type to sample (type-conditional checkpoints); repeat it for several types, "
+                        "each getting --n samples, or 'all' for one row of --n per type")
+    p.add_argument("--guidance", type=float, default=3.0,
+                   help="classifier-free guidance scale (0: unconditional, 1: conditional, >1: stronger; default 3)")
     p.add_argument("--device", default="auto")
     return p.parse_args(argv)
+
+
+def sample_labels(types: list[str] | None, n: int, conditional: bool) -> tuple[torch.Tensor | None, int]:
+    """(labels of the samples or None, how many samples) for the --type arguments."""
+    if not types:
+        return None, n
+    if not conditional:
+        raise UserError("this checkpoint is unconditional (trained without cond.labels); drop --type, or train "
+                        "with cond.labels=type1 (configs/ldm_types.yaml)")
+    if any(name.lower() == "all" for name in types):
+        chosen = list(range(len(TYPES)))
+    else:
+        chosen = [parse_type(name) for name in types]
+    labels = torch.tensor(chosen).repeat_interleave(n)
+    return labels, len(labels)
 
 
 def main(argv: list[str]) -> None:
@@ -90,27 +113,29 @@ def main(argv: list[str]) -> None:
         raise UserError(f"--steps {args.steps} must be between 1 and T={schedule.T}")
     out = writable_dir(args.out)
 
+    labels, n = sample_labels(args.types, args.n, num_classes(cfg) > 0)
     gen = torch.Generator().manual_seed(args.seed)
     use_bf16 = cfg.train.bf16 and bf16_supported(device)
-    denoise = make_denoiser(model, schedule, cfg.model.x0_skip, device, use_bf16)
+    denoise = make_denoiser(model, schedule, cfg.model.x0_skip, device, use_bf16, labels, args.guidance)
     n_steps = schedule.T if args.sampler == "ddpm" else len(ddim_timesteps(schedule.T, args.steps))
     frames = 40 if args.gif else 0
     start = time.time()
     with torch.inference_mode(), tqdm(total=n_steps, desc=f"{args.sampler} sampling", unit="step") as bar:
         if args.sampler == "ddpm":
-            x, recorded = ddpm_sample(denoise, schedule, (args.n, *space.shape), gen, device, space.clip,
+            x, recorded = ddpm_sample(denoise, schedule, (n, *space.shape), gen, device, space.clip,
                                       frames=frames, progress=bar)
         else:
-            x, recorded = ddim_sample(denoise, schedule, (args.n, *space.shape), gen, device, space.clip,
+            x, recorded = ddim_sample(denoise, schedule, (n, *space.shape), gen, device, space.clip,
                                       steps=args.steps, eta=args.eta, frames=frames, progress=bar)
         images = space.decode(x).cpu()
     seconds = time.time() - start
-    save_grid(images, out / "grid.png", nrow=8)
+    save_grid(images, out / "grid.png", nrow=args.n if labels is not None and n > args.n else 8)
     for i, img in enumerate(images):
         save_image(img, out / f"{i:04d}.png")
-    print(f"{args.n} samples ({args.sampler}, {n_steps} steps, seed {args.seed}) in {seconds:.1f}s -> {out}/grid.png")
+    what = "" if labels is None else f", types {', '.join(TYPES[i] for i in labels.unique_consecutive().tolist())}, guidance {args.guidance}"
+    print(f"{n} samples ({args.sampler}, {n_steps} steps, seed {args.seed}{what}) in {seconds:.1f}s -> {out}/grid.png")
     if args.gif:
-        k = min(args.gif_n, args.n)
+        k = min(args.gif_n, n)
         gif_frames = []
         with torch.inference_mode():
             for _, xt in recorded:

@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from diffusion.config import DiffusionConfig
+from diffusion.guidance import drop_labels, guided_x0
 from diffusion.schedule import LinearSchedule
 from diffusion.space import LatentSpace, PixelSpace
 from diffusion.unet import UNet
@@ -31,6 +32,7 @@ from plumbing.optim import EMA, warmup_cosine
 from plumbing.pictures import save_grid
 from plumbing.runs import RunLog, new_run_dir, newest_run_file, save_loss_curve, write_json
 from sprites.dataset import EpochBatches, load_sprites
+from sprites.labels import TYPES, default_table_path, label_counts, load_type_table, type_labels
 
 CHECKPOINT_NAME = "diffusion.pt"
 
@@ -45,9 +47,22 @@ def parse_args(argv: list[str], default_config: str = "configs/ldm.yaml") -> tup
     return load_config(DiffusionConfig, args.config, args.overrides), args.out
 
 
-def build_unet(cfg: DiffusionConfig, in_channels: int, num_classes: int = 0) -> UNet:
+def num_classes(cfg: DiffusionConfig) -> int:
+    """Classes of the label embedding: the 18 types when conditional, none otherwise."""
+    return len(TYPES) if cfg.cond.labels != "none" else 0
+
+
+def build_unet(cfg: DiffusionConfig, in_channels: int) -> UNet:
     m = cfg.model
-    return UNet(in_channels, m.channels, m.blocks, m.attention_levels, m.dropout, num_classes, m.heads)
+    return UNet(in_channels, m.channels, m.blocks, m.attention_levels, m.dropout, num_classes(cfg), m.heads)
+
+
+def training_labels(cfg: DiffusionConfig, names: list[str]) -> torch.Tensor | None:
+    """Type index (or NULL_LABEL when unlabelled) of each image, or None for an unconditional model."""
+    if cfg.cond.labels == "none":
+        return None
+    table = load_type_table(cfg.cond.table or default_table_path(cfg.data.root))
+    return type_labels(names, table, "type1")
 
 
 def build_schedule(cfg: DiffusionConfig) -> LinearSchedule:
@@ -89,18 +104,30 @@ def loss_weights(schedule: LinearSchedule, t: torch.Tensor, kind: str, gamma: fl
 
 
 def predict_x0(model: UNet, schedule: LinearSchedule, xt: torch.Tensor, t: torch.Tensor, x0_skip: bool,
-               use_bf16: bool) -> torch.Tensor:
-    """x0_hat from the network: f(x_t, t), or with model.x0_skip sqrt(ab_t) x_t + sqrt(1 - ab_t) f(x_t, t)."""
+               use_bf16: bool, y: torch.Tensor | None = None) -> torch.Tensor:
+    """x0_hat from the network: f(x_t, t[, y]), or with model.x0_skip
+    sqrt(ab_t) x_t + sqrt(1 - ab_t) f(x_t, t[, y])."""
     with autocast(xt.device, use_bf16):
-        f = model(xt, t).float()
+        f = model(xt, t, y).float()
     return schedule.x0_with_skip(xt, t, f) if x0_skip else f
 
 
-def make_denoiser(model: UNet, schedule: LinearSchedule, x0_skip: bool, device: torch.device, use_bf16: bool):
-    """denoise(x_t, t) -> x0_hat for the samplers (autocast where enabled)."""
+def make_denoiser(model: UNet, schedule: LinearSchedule, x0_skip: bool, device: torch.device, use_bf16: bool,
+                  labels: torch.Tensor | None = None, guidance: float = 1.0):
+    """denoise(x_t, t) -> x0_hat for the samplers (autocast where enabled). With `labels` (one per
+    sample) the prediction is classifier-free guided with scale `guidance` (diffusion/guidance.py)."""
+    def x0_of(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return predict_x0(model, schedule, x, t, x0_skip, use_bf16, y)
+
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return predict_x0(model, schedule, x, t.to(device), x0_skip, use_bf16)
+        y = None if labels is None else labels.to(device)
+        return guided_x0(x0_of, x, t.to(device), y, guidance)
     return denoise
+
+
+def grid_labels(n: int, per_row: int = 8) -> torch.Tensor:
+    """Labels of a conditional sample grid: one type per row of `per_row` samples, types in order."""
+    return (torch.arange(n) // per_row) % len(TYPES)
 
 
 @torch.no_grad()
@@ -110,7 +137,9 @@ def sample_grid(model, schedule, space, cfg: DiffusionConfig, device, use_bf16: 
 
     gen = torch.Generator().manual_seed(seed)
     model.eval()
-    x, _ = ddim_sample(make_denoiser(model, schedule, cfg.model.x0_skip, device, use_bf16), schedule, (n, *space.shape), gen, device,
+    labels = grid_labels(n) if cfg.cond.labels != "none" else None
+    denoise = make_denoiser(model, schedule, cfg.model.x0_skip, device, use_bf16, labels, cfg.cond.guidance)
+    x, _ = ddim_sample(denoise, schedule, (n, *space.shape), gen, device,
                        space.clip, steps=cfg.sample.steps, eta=cfg.sample.eta)
     model.train()
     return space.decode(x).cpu()
@@ -123,6 +152,8 @@ def train(cfg: DiffusionConfig, out: str | None) -> dict:
     schedule.check_ends_in_noise(force=cfg.schedule.force)  # data-free check before any work
     data = load_sprites(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
     train_images = data.train()
+    labels = training_labels(cfg, data.names)
+    train_labels = None if labels is None else labels[data.train_idx]
     batches = EpochBatches(len(train_images), cfg.train.batch_size, cfg.seed, cfg.data.hflip)
     space, ae_record = build_space(cfg, device)
     run_dir = new_run_dir(out, cfg.run_name)
@@ -133,6 +164,10 @@ def train(cfg: DiffusionConfig, out: str | None) -> dict:
         f"bf16 autocast {'on' if use_bf16 else 'off (not native here)'}")
     if ae_record:
         log(f"AE {ae_record['path']} (sha256 {ae_record['sha256'][:12]})")
+    if train_labels is not None:
+        counts = label_counts(train_labels)
+        log(f"conditioning on Type 1 ({len(train_labels) - counts['unlabelled']} labelled, {counts['unlabelled']} "
+            f"unlabelled training images, trained as 'no label'); label dropout {cfg.cond.drop_prob}")
     t0 = time.time()
     space.prepare(train_images)
     log(f"{len(train_images)} training images prepared in {time.time() - t0:.1f}s")
@@ -170,7 +205,10 @@ def train(cfg: DiffusionConfig, out: str | None) -> dict:
             w = loss_weights(schedule, t, cfg.train.loss_weighting, cfg.train.snr_gamma).to(device)
             x0, xt, t = (v.to(device) for v in (x0, xt, t))
             xt = xt.contiguous(memory_format=memory_format)
-            x0_hat = predict_x0(model, schedule, xt, t, cfg.model.x0_skip, use_bf16)
+            y = None
+            if train_labels is not None:  # classifier-free guidance: drop some labels to "no label"
+                y = drop_labels(train_labels[idx], cfg.cond.drop_prob, gen).to(device)
+            x0_hat = predict_x0(model, schedule, xt, t, cfg.model.x0_skip, use_bf16, y)
             per_sample = (x0_hat - x0).pow(2).flatten(1).mean(dim=1)
             loss = (w * per_sample).mean()
             if not torch.isfinite(loss):

@@ -187,6 +187,15 @@ def test_shipped_configs_load(name):
     assert cfg.train.epochs > 0
 
 
+@pytest.mark.parametrize("name", ["ldm.yaml", "ldm_full.yaml", "ldm_types.yaml"])
+def test_shipped_diffusion_configs_load(name):
+    from diffusion.config import DiffusionConfig
+
+    cfg = load_config(DiffusionConfig, REPO / "configs" / name, [])
+    assert cfg.space == "latent" and cfg.schedule.T == 1000 and cfg.train.epochs > 0
+    assert (cfg.cond.labels == "type1") == (name == "ldm_types.yaml")
+
+
 def test_size_not_divisible_by_downsampling_factor():
     # channels of length 4 -> f = 8; 36 is not a multiple of 8
     with pytest.raises(UserError, match=r"data.size=36.*downsampling factor 8"):

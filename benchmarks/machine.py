@@ -1,0 +1,71 @@
+"""The machine's ceilings: what a plain matrix product achieves in fp32 and bf16, and what the CPU is.
+
+Every achieved GFLOP/s of a training step reads against these: a step at half the fp32 matmul rate
+is doing well for convolutions with 32 to 128 channels; one at 5% is bound by something else.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from plumbing.device import bf16_supported
+
+# A bf16 product is measured at the full size only if a probe says it takes at most this long:
+# without native bf16 (no AVX512-BF16 / AMX) a 2048^3 product runs at ~0.3 GFLOP/s, about a minute.
+MAX_PRODUCT_S = 1.0
+PROBE_SIZE = 256
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what the platform module knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def matmul_seconds(size: int, dtype: torch.dtype, repeats: int) -> float:
+    """Median wall time of a size x size x size matrix product (after one warm-up product)."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=gen).to(dtype)
+    b = torch.randn(size, size, generator=gen).to(dtype)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_rate(size: int, dtype: torch.dtype, repeats: int) -> dict:
+    """GFLOP/s of a square product (2 n^3 FLOPs), measured at `size` unless that would take over
+    MAX_PRODUCT_S per product (estimated from one product at PROBE_SIZE), then at PROBE_SIZE."""
+    if size > PROBE_SIZE:
+        probe = matmul_seconds(PROBE_SIZE, dtype, 1)
+        if probe * (size / PROBE_SIZE) ** 3 > MAX_PRODUCT_S:
+            size = PROBE_SIZE
+    seconds = matmul_seconds(size, dtype, repeats)
+    return {"size": size, "gflop_per_s": 2 * size ** 3 / seconds / 1e9}
+
+
+def measure_machine(matmul_size: int, repeats: int) -> dict:
+    """CPU, torch, threads, native bf16, and the fp32 and bf16 matmul rates (a benchmark job)."""
+    cpu = torch.device("cpu")
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "bf16_native": bf16_supported(cpu),
+        "matmul": {"fp32": matmul_rate(matmul_size, torch.float32, repeats),
+                   "bf16": matmul_rate(matmul_size, torch.bfloat16, repeats)},
+    }

@@ -1,0 +1,147 @@
+"""The benchmark's verdicts and tables: the issue's targets (met or not, with the measured value) and
+Markdown tables of everything measured, from the results tree of benchmarks/suite.py."""
+from __future__ import annotations
+
+MEMORY_LIMIT_MB = 4096  # "peak memory of default training <= 4 GB"
+
+
+def target(name: str, measured: float | None, threshold: float, at_least: bool, unit: str) -> dict:
+    """One target row; `met` is None when the value could not be measured (e.g. diffusers missing)."""
+    met = None if measured is None else (measured >= threshold if at_least else measured <= threshold)
+    return {"target": name, "threshold": threshold, "comparison": ">=" if at_least else "<=", "unit": unit,
+            "measured": measured, "met": met}
+
+
+def targets(tree: dict) -> list[dict]:
+    """The issue's targets that the measured sections allow to judge."""
+    rows = []
+    if "ae" in tree:
+        ours = tree["ae"]["models"].get("pokediffusion", {})
+        rows.append(target("AE training step vs diffusers AutoencoderKL", tree["ae"]["speedup"], 3.0, True, "x"))
+        rows.append(target(f"peak memory of AE training ({tree['ae']['config']}, batch {ours.get('batch')})",
+                           ours.get("peak_rss_mb"), MEMORY_LIMIT_MB, False, "MB"))
+    if "unet" in tree:
+        inputs = tree["unet"]["inputs"]
+        for entry in inputs.values():
+            rows.append(target(f"U-Net training step on {entry['label']} vs diffusers UNet2DModel", entry["speedup"],
+                               1.3, True, "x"))
+        rows.append(target(f"LDM ({inputs['latent']['label']} latents) vs pixel-space ({inputs['pixel']['label']}) "
+                           "training img/s", tree["unet"]["ldm_vs_pixel"], 10.0, True, "x"))
+        ours = inputs["latent"]["models"].get("pokediffusion", {})
+        rows.append(target(f"peak memory of LDM training ({tree['unet']['config']}, batch {ours.get('batch')})",
+                           ours.get("peak_rss_mb"), MEMORY_LIMIT_MB, False, "MB"))
+    if "sampling" in tree and "ddim" in tree["sampling"]:
+        s = tree["sampling"]
+        rows.append(target(f"{s['n']} DDIM-{s['ddim']['steps']} samples, decoded", s["ddim"]["seconds"], 15.0,
+                           False, "s"))
+    return rows
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:
+    """A number for a table cell, '-' when missing."""
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def with_overrides(section: dict) -> str:
+    """A section's config file, followed by its command-line overrides if it has any (--quick)."""
+    extra = " ".join(section.get("overrides", []))
+    return f"{section['config']} {extra}" if extra else section["config"]
+
+
+def machine_table(m: dict) -> str:
+    """The machine's one row: CPU, threads, torch, native bf16 and the matmul ceilings (with their sizes)."""
+    header = ["CPU", "cores", "torch threads", "torch", "native bf16", "fp32 matmul GFLOP/s", "bf16 matmul GFLOP/s"]
+    rates = [f"{r['gflop_per_s']:.1f} ({r['size']}^3)" for r in (m["matmul"]["fp32"], m["matmul"]["bf16"])]
+    row = [m["cpu"], str(m["cores"]), str(m["threads"]), m["torch"], "yes" if m["bf16_native"] else "no", *rates]
+    return table(header, [row])
+
+
+def step_row(step: str, model: dict, ratio: float | None) -> list[str]:
+    """A training-step row: the model in its faster layout, both layouts' img/s, peak memory, speed-up."""
+    name = model.get("name", "?")
+    problem = model.get("note") or model.get("error")
+    if problem:
+        return [step, name, problem] + ["-"] * 8
+    layouts = model["layouts"]
+    return [step, name, f"{model['params_M']:.2f}M", model["best_layout"],
+            fmt(layouts.get("NCHW", {}).get("img_per_s")), fmt(layouts.get("NHWC", {}).get("img_per_s")),
+            f"{model['median_s']:.3g}", f"{model['gflop_per_step']:.3g}", f"{model['gflop_per_s']:.3g}",
+            fmt(model.get("peak_rss_mb"), ".0f"), fmt(ratio, ".2f", "x")]
+
+
+def steps_table(tree: dict) -> str:
+    """Every training step measured: the AE, then the U-Net on each input, ours above diffusers'."""
+    header = ["training step", "model", "params", "faster layout", "img/s NCHW", "img/s NHWC", "s/step",
+              "GFLOP/step", "GFLOP/s", "peak RSS MB", "speed-up vs diffusers"]
+    rows = []
+    if "ae" in tree:
+        models = tree["ae"]["models"]
+        ours = models.get("pokediffusion", {})
+        step = f"AE {ours.get('size')}x{ours.get('size')}x3, batch {ours.get('batch')}"
+        for key, model in models.items():
+            rows.append(step_row(step, model, tree["ae"]["speedup"] if key == "pokediffusion" else None))
+    if "unet" in tree:
+        for key, entry in tree["unet"]["inputs"].items():
+            ours = entry["models"].get("pokediffusion", {})
+            step = f"U-Net {'latent' if key == 'latent' else 'pixels'} {entry['label']}, batch {ours.get('batch')}"
+            for name, model in entry["models"].items():
+                rows.append(step_row(step, model, entry["speedup"] if name == "pokediffusion" else None))
+    return table(header, rows)
+
+
+def sampling_table(s: dict) -> str:
+    """DDIM and DDPM sampling times (decode included), with the time per denoising step."""
+    rows = []
+    for sampler in ("ddim", "ddpm"):
+        if sampler in s:
+            r = s[sampler]
+            rows.append([f"{s['n']} samples, {sampler.upper()} {r['steps']} steps + decode", f"{r['seconds']:.2f}",
+                         f"{r['seconds'] / r['steps'] * 1000:.0f}", str(r["repeats"]),
+                         fmt(s.get("peak_rss_mb"), ".0f")])
+    return table(["sampling (latent " + "x".join(map(str, s["latent_shape"][1:])) + f"x{s['latent_shape'][0]})",
+                  "seconds", "ms/step", "timed runs", "peak RSS MB"], rows)
+
+
+def targets_table(rows: list[dict]) -> str:
+    """The targets with what was wanted, what was measured and the verdict."""
+    cells = []
+    for r in rows:
+        verdict = "not measured" if r["met"] is None else ("met" if r["met"] else "NOT met")
+        cells.append([r["target"], f"{r['comparison']} {r['threshold']:g} {r['unit']}",
+                      fmt(r["measured"], ".0f" if r["unit"] == "MB" else ".2f", " " + r["unit"]), verdict])
+    return table(["target", "wanted", "measured", "verdict"], cells)
+
+
+def markdown(results: dict) -> str:
+    """Every table of a results file, with the notes that say what the numbers mean."""
+    tree = results["results"]
+    parts = []
+    if results["quick"]:
+        parts.append("**--quick: toy sizes to exercise the code; these numbers say nothing about the targets.**")
+    if "machine" in tree:
+        parts += ["### Machine", machine_table(tree["machine"])]
+    if "ae" in tree or "unet" in tree:
+        parts += ["### Training steps", steps_table(tree),
+                  "Median seconds per step after warm-up; each model is timed in NCHW and NHWC and compared in its "
+                  "faster layout (bf16 autocast where native). GFLOP from torch.utils.flop_counter."]
+        if "ae" in tree:
+            parts.append(f"AE: {with_overrides(tree['ae'])}; diffusers AutoencoderKL with the same widths, "
+                         "one block per level and the same latent shape.")
+        if "unet" in tree:
+            u = tree["unet"]
+            parts.append(f"U-Net: {with_overrides(u)} for the latents, {u['pixel_config']} for the pixels; diffusers "
+                         f"UNet2DModel with the same widths, layers_per_block and attention levels. {u['note']}")
+    if "sampling" in tree and "ddim" in tree["sampling"]:
+        parts += ["### Sampling", sampling_table(tree["sampling"]), tree["sampling"]["note"]]
+    parts += ["### Targets", targets_table(results["targets"]),
+              f"Peak RSS (baseline {results['baseline_rss_mb']:.0f} MB, main process after imports "
+              f"{results['import_rss_mb']:.0f} MB): {results['memory']}.",
+              f"Elapsed: {results['elapsed_s']:.1f} s."]
+    return "\n\n".join(parts)
