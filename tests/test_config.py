@@ -187,12 +187,13 @@ def test_shipped_configs_load(name):
     assert cfg.train.epochs > 0
 
 
-@pytest.mark.parametrize("name", ["ldm.yaml", "ldm_full.yaml", "ldm_types.yaml"])
+@pytest.mark.parametrize("name", ["ldm.yaml", "ldm_full.yaml", "ldm_types.yaml", "pixel.yaml", "pixel_full.yaml"])
 def test_shipped_diffusion_configs_load(name):
     from diffusion.config import DiffusionConfig
 
     cfg = load_config(DiffusionConfig, REPO / "configs" / name, [])
-    assert cfg.space == "latent" and cfg.schedule.T == 1000 and cfg.train.epochs > 0
+    assert cfg.space == ("pixel" if name.startswith("pixel") else "latent")
+    assert cfg.schedule.T == 1000 and cfg.train.epochs > 0
     assert (cfg.cond.labels == "type1") == (name == "ldm_types.yaml")
 
 
