@@ -20,7 +20,7 @@ from autoencoder.losses import PatchDiscriminator, hinge_d_loss, hinge_g_loss, k
 from plumbing.checkpoint import FORMAT_VERSION, save_atomic
 from plumbing.cli import UserError, run_main
 from plumbing.config import dump_yaml, load_config, to_dict
-from plumbing.device import autocast, bf16_supported, pick_device, seed_everything
+from plumbing.device import autocast, bf16_pays, precision_note, pick_device, seed_everything
 from plumbing.optim import warmup_cosine
 from plumbing.pictures import save_grid
 from plumbing.runs import RunLog, new_run_dir, save_loss_curve, write_json
@@ -96,8 +96,8 @@ def train(cfg: AEConfig, out: str | None) -> dict:
     run_dir = new_run_dir(out, cfg.run_name)
     dump_yaml(cfg, run_dir / "config.yaml")
     log = RunLog(run_dir)
-    use_bf16 = cfg.train.bf16 and bf16_supported(device)
-    log(f"run folder {run_dir} | device {device} | bf16 autocast {'on' if use_bf16 else 'off (not native here)'}")
+    use_bf16 = cfg.train.bf16 and bf16_pays(device)
+    log(f"run folder {run_dir} | device {device} | {precision_note(device, cfg.train.bf16)}")
     log(f"data {cfg.data.root}: {len(data.train_idx)} train / {len(data.holdout_idx)} held-out images at "
         f"{cfg.data.size}px, fingerprint {data.fingerprint[:12]}")
 

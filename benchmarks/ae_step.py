@@ -25,7 +25,7 @@ from autoencoder.latents import build_vae
 from autoencoder.losses import kl_to_standard_normal
 from benchmarks.harness import Plan, in_layouts, speedup, summarise
 from plumbing.config import load_config
-from plumbing.device import autocast, bf16_supported
+from plumbing.device import autocast, bf16_pays
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "ae.yaml"
@@ -87,7 +87,7 @@ def measure_ae(model: str, config: str | Path = DEFAULT_CONFIG, overrides: list[
     cfg = load_config(AEConfig, config, list(overrides))
     batch = batch or cfg.train.batch_size
     build = BUILDERS[model]
-    use_bf16 = cfg.train.bf16 and bf16_supported(torch.device("cpu"))
+    use_bf16 = cfg.train.bf16 and bf16_pays(torch.device("cpu"))
     x = torch.rand(batch, 3, cfg.data.size, cfg.data.size, generator=torch.Generator().manual_seed(0)) * 2 - 1
 
     def make_step(fmt: torch.memory_format) -> Callable[[], None]:

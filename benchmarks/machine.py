@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from plumbing.device import bf16_supported
+from plumbing.device import bf16_native, bf16_pays
 
 # A bf16 product is measured at the full size only if a probe says it takes at most this long:
 # without native bf16 (no AVX512-BF16 / AMX) a 2048^3 product runs at ~0.3 GFLOP/s, about a minute.
@@ -65,7 +65,7 @@ def measure_machine(matmul_size: int, repeats: int) -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "bf16_native": bf16_supported(cpu),
+        "bf16_native": bf16_native(cpu), "bf16_used": bf16_pays(cpu),
         "matmul": {"fp32": matmul_rate(matmul_size, torch.float32, repeats),
                    "bf16": matmul_rate(matmul_size, torch.bfloat16, repeats)},
     }

@@ -20,7 +20,7 @@ from diffusion.sampling import ddim_sample, ddpm_sample
 from diffusion.space import LatentSpace
 from diffusion.train import build_schedule, build_unet, make_denoiser
 from plumbing.config import load_config
-from plumbing.device import bf16_supported
+from plumbing.device import bf16_pays
 
 CPU = torch.device("cpu")
 
@@ -37,7 +37,7 @@ def untrained_pipeline(ae_config: str | Path, ae_overrides: list[str], ldm_confi
     space = LatentSpace(vae, identity_stats, cfg.ae.norm, cfg.ae.posterior, CPU, ae_cfg.data.size)
     unet = build_unet(cfg, c).eval().requires_grad_(False)
     schedule = build_schedule(cfg)
-    use_bf16 = cfg.train.bf16 and bf16_supported(CPU)
+    use_bf16 = cfg.train.bf16 and bf16_pays(CPU)
     return make_denoiser(unet, schedule, cfg.model.x0_skip, CPU, use_bf16), schedule, space, cfg
 
 
@@ -61,7 +61,7 @@ def measure_sampling(ae_config: str | Path, ae_overrides: list[str], ldm_config:
     sample_and_decode(denoise, schedule, space, n, "ddim", 2, cfg.sample.eta)  # warm-up
     ddim_s, repeats = median_seconds(
         lambda: sample_and_decode(denoise, schedule, space, n, "ddim", ddim_steps, cfg.sample.eta), plan)
-    result = {"n": n, "latent_shape": list(space.shape), "bf16": cfg.train.bf16 and bf16_supported(CPU),
+    result = {"n": n, "latent_shape": list(space.shape), "bf16": cfg.train.bf16 and bf16_pays(CPU),
               "ddim": {"steps": ddim_steps, "eta": cfg.sample.eta, "seconds": ddim_s, "repeats": repeats}}
     if ddpm:
         t0 = time.perf_counter()

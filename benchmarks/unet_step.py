@@ -22,7 +22,7 @@ from benchmarks.harness import Plan, in_layouts, summarise
 from diffusion.config import DiffusionConfig, UNetConfig
 from diffusion.train import build_schedule, build_unet
 from plumbing.config import load_config
-from plumbing.device import autocast, bf16_supported
+from plumbing.device import autocast, bf16_pays
 
 REPO = Path(__file__).resolve().parents[1]
 LDM_CONFIG = REPO / "configs" / "ldm.yaml"
@@ -92,7 +92,7 @@ def measure_unet(model: str, config: str | Path, overrides: list[str], shape: tu
     batch = batch or cfg.train.batch_size
     build = BUILDERS[model]
     channels, size = shape[0], shape[-1]
-    use_bf16 = cfg.train.bf16 and bf16_supported(torch.device("cpu"))
+    use_bf16 = cfg.train.bf16 and bf16_pays(torch.device("cpu"))
     schedule = build_schedule(cfg)
     gen = torch.Generator().manual_seed(0)
     x0 = torch.randn(batch, *shape, generator=gen)

@@ -24,7 +24,7 @@ from diffusion.train import build_schedule, build_unet, make_denoiser, num_class
 from plumbing.checkpoint import file_sha256, load_checkpoint
 from plumbing.cli import UserError, run_main
 from plumbing.config import from_dict
-from plumbing.device import bf16_supported, pick_device
+from plumbing.device import bf16_pays, pick_device
 from plumbing.pictures import grid_array, save_gif, save_grid, save_image
 from plumbing.runs import newest_run_file, writable_dir
 from sprites.labels import TYPES, parse_type
@@ -115,7 +115,7 @@ def main(argv: list[str]) -> None:
 
     labels, n = sample_labels(args.types, args.n, num_classes(cfg) > 0)
     gen = torch.Generator().manual_seed(args.seed)
-    use_bf16 = cfg.train.bf16 and bf16_supported(device)
+    use_bf16 = cfg.train.bf16 and bf16_pays(device)
     denoise = make_denoiser(model, schedule, cfg.model.x0_skip, device, use_bf16, labels, args.guidance)
     n_steps = schedule.T if args.sampler == "ddpm" else len(ddim_timesteps(schedule.T, args.steps))
     frames = 40 if args.gif else 0

@@ -27,7 +27,7 @@ from diffusion.unet import UNet
 from plumbing.checkpoint import FORMAT_VERSION, file_sha256, save_atomic
 from plumbing.cli import UserError, run_main
 from plumbing.config import dump_yaml, load_config, to_dict
-from plumbing.device import autocast, bf16_supported, pick_device, seed_everything
+from plumbing.device import autocast, bf16_pays, precision_note, pick_device, seed_everything
 from plumbing.optim import EMA, warmup_cosine
 from plumbing.pictures import save_grid
 from plumbing.runs import RunLog, new_run_dir, newest_run_file, save_loss_curve, write_json
@@ -159,9 +159,9 @@ def train(cfg: DiffusionConfig, out: str | None) -> dict:
     run_dir = new_run_dir(out, cfg.run_name)
     dump_yaml(cfg, run_dir / "config.yaml")
     log = RunLog(run_dir)
-    use_bf16 = cfg.train.bf16 and bf16_supported(device)
+    use_bf16 = cfg.train.bf16 and bf16_pays(device)
     log(f"run folder {run_dir} | device {device} | space {space.name} {space.shape} | "
-        f"bf16 autocast {'on' if use_bf16 else 'off (not native here)'}")
+        f"{precision_note(device, cfg.train.bf16)}")
     if ae_record:
         log(f"AE {ae_record['path']} (sha256 {ae_record['sha256'][:12]})")
     if train_labels is not None:

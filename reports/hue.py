@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from plumbing.cli import UserError, run_main
-from plumbing.device import bf16_supported, pick_device
+from plumbing.device import bf16_pays, pick_device
 from plumbing.pictures import save_grid
 from plumbing.runs import newest_run_file, writable_dir
 from sprites.dataset import load_sprites, to_unit_range
@@ -88,7 +88,7 @@ def sample_type(ckpt: str, type_index: int, n: int, guidance: float, seed: int, 
 
     model, schedule, space, cfg = load_diffusion(ckpt, device)
     labels = torch.full((n,), type_index)
-    use_bf16 = cfg.train.bf16 and bf16_supported(device)
+    use_bf16 = cfg.train.bf16 and bf16_pays(device)
     denoise = make_denoiser(model, schedule, cfg.model.x0_skip, device, use_bf16, labels, guidance)
     x, _ = ddim_sample(denoise, schedule, (n, *space.shape), torch.Generator().manual_seed(seed), device,
                        space.clip, steps=steps)
