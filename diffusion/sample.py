@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from diffusion.config import DiffusionConfig
@@ -25,7 +26,7 @@ from plumbing.checkpoint import file_sha256, load_checkpoint
 from plumbing.cli import UserError, run_main
 from plumbing.config import from_dict
 from plumbing.device import bf16_pays, pick_device
-from plumbing.pictures import grid_array, save_gif, save_grid, save_image
+from plumbing.pictures import grid_array, label_rows, save_gif, save_grid, save_image
 from plumbing.runs import newest_run_file, writable_dir
 from sprites.labels import TYPES, parse_type
 
@@ -129,7 +130,12 @@ def main(argv: list[str]) -> None:
                                       steps=args.steps, eta=args.eta, frames=frames, progress=bar)
         images = space.decode(x).cpu()
     seconds = time.time() - start
-    save_grid(images, out / "grid.png", nrow=args.n if labels is not None and n > args.n else 8)
+    if labels is not None and n > args.n:  # several types: one labelled row per type
+        grid = grid_array(images, nrow=args.n)
+        row_names = [TYPES[i] if i < len(TYPES) else "no label" for i in labels[::args.n].tolist()]
+        Image.fromarray(label_rows(grid, row_names, row_height=images.shape[-2])).save(out / "grid.png")
+    else:
+        save_grid(images, out / "grid.png")
     for i, img in enumerate(images):
         save_image(img, out / f"{i:04d}.png")
     what = "" if labels is None else f", types {', '.join(TYPES[i] for i in labels.unique_consecutive().tolist())}, guidance {args.guidance}"

@@ -30,6 +30,22 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, upscale: in
     return path
 
 
+def label_rows(grid: np.ndarray, labels: list[str], row_height: int, pad: int = 2) -> np.ndarray:
+    """Prepend a white margin to a grid with one text label per row (PIL's built-in font), so that a
+    grid with one row per class says which row is which."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    width = 8 + max(int(font.getlength(text)) for text in labels)
+    canvas = Image.new("RGB", (width + grid.shape[1], grid.shape[0]), "white")
+    canvas.paste(Image.fromarray(grid), (width, 0))
+    draw = ImageDraw.Draw(canvas)
+    for r, text in enumerate(labels):
+        y = pad + r * (row_height + pad) + row_height // 2
+        draw.text((4, y), text, fill=(0, 0, 0), font=font, anchor="lm")
+    return np.asarray(canvas)
+
+
 def save_image(image: torch.Tensor, path: str | Path) -> Path:
     """One [3, H, W] image in [-1, 1] -> PNG."""
     path = Path(path)

@@ -115,6 +115,10 @@ def test_cli_type_all_gives_one_row_per_type(cond_run, tmp_path):
     tile = Image.open(tmp_path / "all" / "0000.png").size[0]
     assert len(list((tmp_path / "all").glob("0*.png"))) == 2 * len(TYPES)
     assert grid.size[1] > grid.size[0] and grid.size[1] >= len(TYPES) * tile  # 18 rows of 2
+    images_width = 2 * (tile + 2) + 2
+    assert grid.size[0] > images_width  # a margin on the left carries the type names
+    margin = np.asarray(grid.convert("L"))[:, : grid.size[0] - images_width]
+    assert (margin < 128).any()  # dark text in it
 
 
 def test_cli_unknown_type_lists_the_valid_ones(cond_run, tmp_path):
