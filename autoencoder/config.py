@@ -68,7 +68,7 @@ class AEConfig:
                             "change data.size or model.channels")
         if len(self.model.blocks) != len(self.model.channels) or any(b < 0 for b in self.model.blocks):
             raise UserError(f"model.blocks={self.model.blocks} needs one count >= 0 per level of "
-                            f"model.channels={self.model.channels}, e.g. model.blocks=[1,1,1]")
+                            f"model.channels={self.model.channels}, e.g. model.blocks=[{','.join(['1'] * len(self.model.channels))}]")
         for key, value in [("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size),
                            ("model.latent_channels", self.model.latent_channels)]:
             if value <= 0:

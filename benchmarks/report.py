@@ -56,10 +56,13 @@ def with_overrides(section: dict) -> str:
 
 
 def machine_table(m: dict) -> str:
-    """The machine's one row: CPU, threads, torch, native bf16 and the matmul ceilings (with their sizes)."""
-    header = ["CPU", "cores", "torch threads", "torch", "native bf16", "fp32 matmul GFLOP/s", "bf16 matmul GFLOP/s"]
+    """The machine's one row: CPU, threads, torch, native bf16, whether the trainers use it (bf16_pays)
+    and the matmul ceilings (with their sizes)."""
+    header = ["CPU", "cores", "torch threads", "torch", "native bf16", "bf16 autocast used", "fp32 matmul GFLOP/s",
+              "bf16 matmul GFLOP/s"]
     rates = [f"{r['gflop_per_s']:.1f} ({r['size']}^3)" for r in (m["matmul"]["fp32"], m["matmul"]["bf16"])]
-    row = [m["cpu"], str(m["cores"]), str(m["threads"]), m["torch"], "yes" if m["bf16_native"] else "no", *rates]
+    row = [m["cpu"], str(m["cores"]), str(m["threads"]), m["torch"], "yes" if m["bf16_native"] else "no",
+           "yes" if m.get("bf16_used") else "no", *rates]
     return table(header, [row])
 
 

@@ -49,6 +49,7 @@ def test_quick_run_end_to_end(tmp_path):
 
     machine = tree["machine"]
     assert machine["threads"] == 1 and machine["cpu"] and isinstance(machine["bf16_native"], bool)
+    assert isinstance(machine["bf16_used"], bool) and (machine["bf16_native"] or not machine["bf16_used"])
     assert machine["matmul"]["fp32"]["gflop_per_s"] > 0 and machine["matmul"]["bf16"]["gflop_per_s"] > 0
 
     _assert_step(tree["ae"]["models"]["pokediffusion"])

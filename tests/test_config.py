@@ -29,6 +29,7 @@ def test_overrides_of_each_type_apply():
         "train.lr=0.005",            # float
         "data.hflip=false",          # bool
         "model.channels=[8, 16, 32, 64]",  # list[int]
+        "model.blocks=[0, 1, 1, 2]",
         "run_name=my-run",           # str
         "loss.perceptual_net=vgg",   # Literal
         "data.size=32",
@@ -221,7 +222,7 @@ def test_cross_key_validation(override, fragment):
 
 
 def test_round_trip_through_dict_and_yaml(tmp_path):
-    cfg = load_config(AEConfig, None, ["train.lr=1e-4", "model.channels=[4,8]", "data.size=32", "seed=5"])
+    cfg = load_config(AEConfig, None, ["train.lr=1e-4", "model.channels=[4,8]", "model.blocks=[1,1]", "data.size=32", "seed=5"])
     assert from_dict(AEConfig, to_dict(cfg)) == cfg
     path = tmp_path / "config.yaml"
     dump_yaml(cfg, path)

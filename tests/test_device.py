@@ -1,0 +1,59 @@
+"""bf16 autocast is used only where it pays: native hardware support *and* a measured speed-up."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from plumbing import device as D
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def fake_cpu(monkeypatch):
+    """Pretend the CPU has native bf16, and let each test set the measured bf16/fp32 speed-up."""
+    monkeypatch.setattr(D, "bf16_native", lambda device: device.type == "cpu")
+
+    def set_speedup(value: float) -> None:
+        monkeypatch.setattr(D, "_cpu_bf16_speedup", value)
+    return set_speedup
+
+
+def test_slow_native_bf16_is_not_used(fake_cpu):
+    fake_cpu(0.63)  # measured on an Intel Xeon with AVX512-BF16 and no AMX
+    assert not D.bf16_pays(CPU)
+    note = D.precision_note(CPU, True)
+    assert note.startswith("bf16 autocast off") and "0.63x" in note
+    assert isinstance(D.autocast(CPU, True), type(D.autocast(CPU, False)))  # a no-op context
+
+
+def test_fast_native_bf16_is_used(fake_cpu):
+    fake_cpu(5.5)  # measured on an AMD EPYC with AVX512-BF16
+    assert D.bf16_pays(CPU)
+    assert D.precision_note(CPU, True) == "bf16 autocast on"
+    assert isinstance(D.autocast(CPU, True), torch.autocast)
+
+
+def test_threshold_is_inclusive(fake_cpu):
+    fake_cpu(D.BF16_MIN_SPEEDUP)
+    assert D.bf16_pays(CPU)
+    fake_cpu(D.BF16_MIN_SPEEDUP - 0.01)
+    assert not D.bf16_pays(CPU)
+
+
+def test_config_switch_wins(fake_cpu):
+    fake_cpu(5.5)
+    assert D.precision_note(CPU, False) == "bf16 autocast off (train.bf16=false)"
+
+
+def test_without_native_support_no_probe_is_needed(monkeypatch):
+    monkeypatch.setattr(D, "bf16_native", lambda device: False)
+    monkeypatch.setattr(D, "cpu_bf16_speedup", lambda: pytest.fail("probed without native bf16"))
+    assert not D.bf16_pays(CPU)
+    assert D.precision_note(CPU, True) == "bf16 autocast off (not native here)"
+
+
+def test_probe_measures_a_positive_ratio_once(monkeypatch):
+    monkeypatch.setattr(D, "_cpu_bf16_speedup", None)
+    first = D.cpu_bf16_speedup(size=64, repeats=2)
+    assert first > 0 and D.cpu_bf16_speedup() == first  # cached: the same value, no second probe
