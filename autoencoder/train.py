@@ -20,7 +20,7 @@ from autoencoder.losses import PatchDiscriminator, hinge_d_loss, hinge_g_loss, k
 from plumbing.checkpoint import FORMAT_VERSION, save_atomic
 from plumbing.cli import UserError, run_main
 from plumbing.config import dump_yaml, load_config, to_dict
-from plumbing.device import autocast, bf16_pays, precision_note, pick_device, seed_everything
+from plumbing.device import autocast, bf16_pays, machine_summary, precision_note, pick_device, seed_everything
 from plumbing.optim import warmup_cosine
 from plumbing.pictures import save_grid
 from plumbing.runs import RunLog, new_run_dir, save_loss_curve, write_json
@@ -214,6 +214,7 @@ def train(cfg: AEConfig, out: str | None) -> dict:
         "parameters": n_params,
         "device": str(device),
         "bf16": use_bf16,
+        "machine": machine_summary(device),
         "latent": stats,
     })
     ckpt = {

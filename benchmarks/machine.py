@@ -9,26 +9,15 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
-from plumbing.device import bf16_native, bf16_pays
+from plumbing.device import bf16_native, bf16_pays, cpu_model
 
 # A bf16 product is measured at the full size only if a probe says it takes at most this long:
 # without native bf16 (no AVX512-BF16 / AMX) a 2048^3 product runs at ~0.3 GFLOP/s, about a minute.
 MAX_PRODUCT_S = 1.0
 PROBE_SIZE = 256
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what the platform module knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def matmul_seconds(size: int, dtype: torch.dtype, repeats: int) -> float:

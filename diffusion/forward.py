@@ -83,19 +83,58 @@ def forward_chain(schedule: LinearSchedule, x0: torch.Tensor, gen: torch.Generat
     return out
 
 
-def chain_pictures(schedule, x0, decode, gen, out: Path, stem: str) -> None:
-    """GIF (GIF_FRAMES frames) and strip PNG (rows: sprites, columns: STRIP_STEPS + 1 values of t)."""
+def chain_pictures(schedule, x0, decode, gen, out: Path, stem: str, frames: int = GIF_FRAMES, upscale: int = 2) -> None:
+    """GIF (`frames` frames, denser at small t) and strip PNG (rows: sprites, columns: STRIP_STEPS + 1
+    values of t), tiles enlarged `upscale` times."""
     T = schedule.T
-    gif_t = sorted({-1} | {round(T * (i / (GIF_FRAMES - 1)) ** 2) - 1 for i in range(1, GIF_FRAMES)})
+    gif_t = sorted({-1} | {round(T * (i / (frames - 1)) ** 2) - 1 for i in range(1, frames)})
     strip_t = [-1] + [round(T * i / STRIP_STEPS) - 1 for i in range(1, STRIP_STEPS + 1)]
     states = forward_chain(schedule, x0, gen, sorted(set(gif_t) | set(strip_t)))
-    frames = [grid_array(decode(states[t]), nrow=len(x0), upscale=2) for t in gif_t]
-    save_gif(frames, out / f"{stem}.gif", seconds_per_frame=0.1, hold_last=1.0)
+    gif_frames = [grid_array(decode(states[t]), nrow=len(x0), upscale=upscale) for t in gif_t]
+    save_gif(gif_frames, out / f"{stem}.gif", seconds_per_frame=0.1, hold_last=1.0)
     # Strip: one column per t, one row per sprite.
     cols = torch.stack([decode(states[t]) for t in strip_t], dim=1)  # [N, steps, 3, H, W]
     from PIL import Image
 
-    Image.fromarray(grid_array(cols.flatten(0, 1), nrow=len(strip_t), upscale=2)).save(out / f"{stem}.png")
+    Image.fromarray(grid_array(cols.flatten(0, 1), nrow=len(strip_t), upscale=upscale)).save(out / f"{stem}.png")
+
+
+def shown_sprites(x0: torch.Tensor, k: int = N_SHOWN) -> torch.Tensor:
+    """k training sprites spread evenly over the set: the ones the pictures follow."""
+    return x0[torch.linspace(0, len(x0) - 1, k).long()]
+
+
+def closed_form_xT(schedule: LinearSchedule, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """x_T = sqrt(ab_T) x_0 + sqrt(1 - ab_T) eps for every x_0 (one eps each)."""
+    return schedule.q_sample(x0, torch.full((len(x0),), schedule.T - 1), torch.randn(x0.shape, generator=gen))
+
+
+def pixel_proof(schedule: LinearSchedule, x0: torch.Tensor, gen: torch.Generator, out: Path,
+                frames: int = GIF_FRAMES, upscale: int = 2) -> dict:
+    """Pixel space: forward_pixels.gif/.png, hist_rgb.png; returns the R, G, B statistics of x_0 and x_T."""
+    chain_pictures(schedule, shown_sprites(x0), lambda x: x, gen, out, "forward_pixels", frames, upscale)
+    xT = closed_form_xT(schedule, x0, gen)
+    rgb = {"before": channel_table(x0, ["R", "G", "B"]), "after": channel_table(xT, ["R", "G", "B"])}
+    plot_densities(x0, xT, ["R", "G", "B"], ["tab:red", "tab:green", "tab:blue"],
+                   "RGB values, pixel space", out / "hist_rgb.png", rgb)
+    return rgb
+
+
+def latent_proof(schedule: LinearSchedule, space: LatentSpace, x0: torch.Tensor, gen: torch.Generator, out: Path,
+                 frames: int = GIF_FRAMES, upscale: int = 2) -> dict:
+    """Latent space (`space` prepared on the training images x0): hist_latent.png and
+    forward_latent.gif/.png (each x_t seen through the decoder); returns the per-channel statistics
+    of the normalised posterior means z_0 and of z_T."""
+    z0 = space.all_x0()
+    names = [f"z{c}" for c in range(z0.shape[1])]
+    zT = closed_form_xT(schedule, z0, gen)
+    lat = {"before": channel_table(z0, names), "after": channel_table(zT, names), "norm": space.norm}
+    plot_densities(z0, zT, names, ["tab:purple", "tab:orange", "tab:cyan", "tab:olive", "tab:brown",
+                                   "tab:pink", "tab:gray", "tab:red"][:len(names)],
+                   f"latent channels ({space.norm} normalisation)", out / "hist_latent.png", lat)
+    chain_pictures(schedule, space.encode(shown_sprites(x0)).cpu(), lambda z: space.decode(z).cpu(), gen, out,
+                   "forward_latent", frames, upscale)
+    return lat
 
 
 def plot_densities(before: torch.Tensor, after: torch.Tensor, names: list[str], colors: list[str], title: str,
@@ -154,18 +193,12 @@ def main(argv: list[str]) -> None:
     out = writable_dir(args.out)
 
     x0 = to_unit_range(data.train())
-    shown = x0[torch.linspace(0, len(x0) - 1, N_SHOWN).long()]
     gen = torch.Generator().manual_seed(cfg.seed)
     report = {"schedule": schedule.diagnostics(x0)}
 
     # Pixel space.
-    chain_pictures(schedule, shown, lambda x: x, gen, out, "forward_pixels")
-    xT = schedule.q_sample(x0, torch.full((len(x0),), schedule.T - 1), torch.randn(x0.shape, generator=gen))
-    rgb = {"before": channel_table(x0, ["R", "G", "B"]), "after": channel_table(xT, ["R", "G", "B"])}
-    report["pixels"] = rgb
-    plot_densities(x0, xT, ["R", "G", "B"], ["tab:red", "tab:green", "tab:blue"],
-                   "RGB values, pixel space", out / "hist_rgb.png", rgb)
-    print_table(f"pixel space, {len(x0)} images, T={schedule.T}", rgb)
+    report["pixels"] = pixel_proof(schedule, x0, gen, out)
+    print_table(f"pixel space, {len(x0)} images, T={schedule.T}", report["pixels"])
 
     # Latent space, when there is an AE.
     from diffusion.train import build_space
@@ -179,18 +212,9 @@ def main(argv: list[str]) -> None:
         space = None
     if isinstance(space, LatentSpace):
         space.prepare(data.train())
-        z0 = space.all_x0()
-        names = [f"z{c}" for c in range(z0.shape[1])]
-        zT = schedule.q_sample(z0, torch.full((len(z0),), schedule.T - 1), torch.randn(z0.shape, generator=gen))
-        lat = {"before": channel_table(z0, names), "after": channel_table(zT, names), "norm": cfg.ae.norm}
-        report["latents"] = lat
-        report["schedule_latent"] = schedule.diagnostics(z0)
-        plot_densities(z0, zT, names, ["tab:purple", "tab:orange", "tab:cyan", "tab:olive", "tab:brown",
-                                       "tab:pink", "tab:gray", "tab:red"][:len(names)],
-                       f"latent channels ({cfg.ae.norm} normalisation)", out / "hist_latent.png", lat)
-        print_table(f"latent space ({cfg.ae.norm} normalisation), {len(z0)} images", lat)
-        chain_pictures(schedule, space.encode(shown).cpu(), lambda z: space.decode(z).cpu(), gen, out,
-                       "forward_latent")
+        report["latents"] = latent_proof(schedule, space, x0, gen, out)
+        report["schedule_latent"] = schedule.diagnostics(space.all_x0())
+        print_table(f"latent space ({cfg.ae.norm} normalisation), {len(x0)} images", report["latents"])
     write_json(report, out / "stats.json")
     print(f"\nalpha_bar_T = {diag['alpha_bar_T']:.3g}, SNR_T = {diag['snr_T']:.3g}, "
           f"KL(q(x_T|x_0) || N(0,I)) = {report['schedule']['kl_per_dim']:.3g} nats/dim (pixels)")

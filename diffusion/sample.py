@@ -6,7 +6,13 @@
 
 Writes DIR/grid.png, one PNG per sample (DIR/0000.png, ...) and, with --gif, DIR/reverse.gif:
 the reverse process x_T -> x_0 for a grid of samples, each shown x_t decoded to pixels.
-Without --ckpt, the newest checkpoints/*/diffusion.pt is used. The same seed gives the same images.
+The same seed gives the same images.
+
+Without --ckpt: the newest checkpoints/*/diffusion.pt of a training run (your own training wins),
+and when there is none, as in a fresh clone, the shipped weights checkpoints/release/ldm.pt with
+their AE checkpoints/release/ae.pt (python -m diffusion.release). To sample the shipped weights
+while run folders exist, pass --ckpt checkpoints/release/ldm.pt. A latent checkpoint finds its AE
+at the recorded path, else as a file of the same name beside the checkpoint; its sha256 must match.
 """
 from __future__ import annotations
 
@@ -27,15 +33,36 @@ from plumbing.cli import UserError, run_main
 from plumbing.config import from_dict
 from plumbing.device import bf16_pays, pick_device
 from plumbing.pictures import grid_array, label_rows, save_gif, save_grid, save_image
-from plumbing.runs import newest_run_file, writable_dir
+from plumbing.runs import RELEASE_LDM, newest_run_file, release_dir, writable_dir
 from sprites.labels import TYPES, parse_type
+
+
+def find_ae(record: dict, ckpt_path: str | Path, ae_path: str | None = None) -> Path:
+    """The AE file of a latent checkpoint: `ae_path` if given, else the recorded path, else a file of
+    the recorded name beside the checkpoint (a moved run folder, the shipped pair). Its sha256 must be
+    the recorded one."""
+    if ae_path:
+        path = Path(ae_path)
+        if not path.is_file():
+            raise UserError(f"AE {path} not found; pass the AE this model was trained on with --ae PATH")
+    else:
+        path = Path(record["path"])
+        beside = Path(ckpt_path).parent / path.name
+        if not path.is_file() and beside.is_file():
+            path = beside
+        if not path.is_file():
+            raise UserError(f"the AE this model was trained on ({record['path']}) is missing; pass it with --ae PATH")
+    if file_sha256(path) != record["sha256"]:
+        raise UserError(f"AE {path} is not the one this model was trained on (sha256 {record['sha256'][:12]}...); "
+                        "pass the matching AE with --ae PATH")
+    return path
 
 
 def load_diffusion(ckpt_path: str | Path, device: torch.device, ae_path: str | None = None):
     """(EMA model in eval mode, schedule, space, config) from a diffusion checkpoint.
 
-    A latent checkpoint names its AE by path and sha256; the AE found (at `ae_path` if given, else
-    the recorded path) must have exactly that hash.
+    A latent checkpoint names its AE by path and sha256 (`find_ae`). Weights stored in float16 (the
+    shipped ones) are cast to float32 before loading.
     """
     ckpt = load_checkpoint(ckpt_path, kind="diffusion", map_location="cpu")
     cfg = from_dict(DiffusionConfig, ckpt["config"])
@@ -45,14 +72,7 @@ def load_diffusion(ckpt_path: str | Path, device: torch.device, ae_path: str | N
     else:
         from autoencoder.latents import load_autoencoder
 
-        want = ckpt["ae"]
-        path = Path(ae_path or want["path"])
-        if not path.is_file():
-            raise UserError(f"the AE this model was trained on ({want['path']}) is missing; pass it with --ae PATH")
-        if file_sha256(path) != want["sha256"]:
-            raise UserError(f"AE {path} is not the one this model was trained on (sha256 {want['sha256'][:12]}...); "
-                            "pass the matching AE with --ae PATH")
-        vae, ae_ckpt = load_autoencoder(path, device)
+        vae, ae_ckpt = load_autoencoder(find_ae(ckpt["ae"], ckpt_path, ae_path), device)
         space = LatentSpace(vae, ae_ckpt["latent"], cfg.ae.norm, cfg.ae.posterior, device, cfg.data.size)
     model = build_unet(cfg, shape[0]).to(device)
     model.load_state_dict({k: v.float() for k, v in ckpt["ema"].items()})
@@ -60,10 +80,69 @@ def load_diffusion(ckpt_path: str | Path, device: torch.device, ae_path: str | N
     return model, build_schedule(cfg), space, cfg
 
 
+def default_checkpoint() -> Path:
+    """The checkpoint sampled without --ckpt: the newest run's diffusion.pt, else the shipped weights."""
+    found = newest_run_file("diffusion.pt")
+    if found is not None:
+        return found
+    shipped = release_dir() / RELEASE_LDM
+    if shipped.is_file():
+        return shipped
+    raise UserError(f"no diffusion checkpoint found: no run folder under {shipped.parent.parent}/ and no shipped "
+                    f"{shipped}; run scripts/train_ldm.sh or pass --ckpt")
+
+
+def sample_latents(model, schedule, space, cfg: DiffusionConfig, device: torch.device, n: int, sampler: str = "ddim",
+                   steps: int = 50, eta: float = 0.0, seed: int = 0, labels: torch.Tensor | None = None,
+                   guidance: float = 3.0, frames: int = 0, bf16: bool | None = None, progress=None):
+    """(x_0 [n, *space.shape] in the diffusion space, recorded [(t, x_t), ...]) of n samples.
+
+    The seed fixes x_T and every later noise draw (a CPU generator), so it gives the same samples on
+    any device. `bf16`: None uses bf16 autocast where the config and the hardware say it pays (as
+    training did); False computes in float32.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    use_bf16 = (cfg.train.bf16 and bf16_pays(device)) if bf16 is None else bf16
+    denoise = make_denoiser(model, schedule, cfg.model.x0_skip, device, use_bf16, labels, guidance)
+    shape = (n, *space.shape)
+    with torch.inference_mode():
+        if sampler == "ddpm":
+            return ddpm_sample(denoise, schedule, shape, gen, device, space.clip, frames=frames, progress=progress)
+        return ddim_sample(denoise, schedule, shape, gen, device, space.clip, steps=steps, eta=eta, frames=frames,
+                           progress=progress)
+
+
+def generate(model, schedule, space, cfg: DiffusionConfig, device: torch.device, n: int, sampler: str = "ddim",
+             **kwargs) -> tuple[torch.Tensor, list, float]:
+    """(n samples decoded to pixels in [-1, 1] on the CPU, recorded frames, seconds taken including the
+    decoding); keyword arguments as `sample_latents`."""
+    bf16 = kwargs.pop("bf16", None)
+    if bf16 is None:  # decided before the clock starts: bf16_pays measures the CPU once per process
+        bf16 = cfg.train.bf16 and bf16_pays(device)
+    start = time.time()
+    x, recorded = sample_latents(model, schedule, space, cfg, device, n, sampler, bf16=bf16, **kwargs)
+    with torch.inference_mode():
+        images = space.decode(x).cpu()
+    return images, recorded, time.time() - start
+
+
+def reverse_gif(space, recorded: list, k: int, path: str | Path, nrow: int = 4) -> int:
+    """The reverse process of the first k samples as a GIF, each recorded x_t decoded to pixels
+    (tiles at native size); returns the number of frames."""
+    frames = []
+    with torch.inference_mode():
+        for _, xt in recorded:
+            frames.append(grid_array(space.decode(xt[:k]).cpu(), nrow=min(nrow, k)))
+    save_gif(frames, path)
+    return len(frames)
+
+
 def parse_args(argv: list[str]):
     p = argparse.ArgumentParser(prog="python -m diffusion.sample", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", default=None, help="diffusion checkpoint (default: newest checkpoints/*/diffusion.pt)")
+    p.add_argument("--ckpt", default=None,
+                   help="diffusion checkpoint (default: the newest checkpoints/*/diffusion.pt of a training run, "
+                        "else the shipped checkpoints/release/ldm.pt)")
     p.add_argument("--ae", default=None, help="AE checkpoint, if not at the path recorded in the diffusion checkpoint")
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
@@ -105,9 +184,9 @@ def main(argv: list[str]) -> None:
         raise UserError(f"--gif-n {args.gif_n}: the number of samples in the GIF must be positive")
     if args.eta < 0:
         raise UserError(f"--eta {args.eta} must be >= 0")
-    ckpt_path = args.ckpt or newest_run_file("diffusion.pt")
-    if ckpt_path is None:
-        raise UserError("no diffusion checkpoint found under checkpoints/; run scripts/train_ldm.sh or pass --ckpt")
+    ckpt_path = args.ckpt or default_checkpoint()
+    if not args.ckpt:
+        print(f"no --ckpt: sampling {ckpt_path}")
     device = pick_device(args.device)
     model, schedule, space, cfg = load_diffusion(ckpt_path, device, args.ae)
     if args.sampler == "ddim" and not 1 <= args.steps <= schedule.T:
@@ -115,21 +194,11 @@ def main(argv: list[str]) -> None:
     out = writable_dir(args.out)
 
     labels, n = sample_labels(args.types, args.n, num_classes(cfg) > 0)
-    gen = torch.Generator().manual_seed(args.seed)
-    use_bf16 = cfg.train.bf16 and bf16_pays(device)
-    denoise = make_denoiser(model, schedule, cfg.model.x0_skip, device, use_bf16, labels, args.guidance)
     n_steps = schedule.T if args.sampler == "ddpm" else len(ddim_timesteps(schedule.T, args.steps))
-    frames = 40 if args.gif else 0
-    start = time.time()
-    with torch.inference_mode(), tqdm(total=n_steps, desc=f"{args.sampler} sampling", unit="step") as bar:
-        if args.sampler == "ddpm":
-            x, recorded = ddpm_sample(denoise, schedule, (n, *space.shape), gen, device, space.clip,
-                                      frames=frames, progress=bar)
-        else:
-            x, recorded = ddim_sample(denoise, schedule, (n, *space.shape), gen, device, space.clip,
-                                      steps=args.steps, eta=args.eta, frames=frames, progress=bar)
-        images = space.decode(x).cpu()
-    seconds = time.time() - start
+    with tqdm(total=n_steps, desc=f"{args.sampler} sampling", unit="step") as bar:
+        images, recorded, seconds = generate(model, schedule, space, cfg, device, n, args.sampler, steps=args.steps,
+                                             eta=args.eta, seed=args.seed, labels=labels, guidance=args.guidance,
+                                             frames=40 if args.gif else 0, progress=bar)
     if labels is not None and n > args.n:  # several types: one labelled row per type
         grid = grid_array(images, nrow=args.n)
         row_names = [TYPES[i] if i < len(TYPES) else "no label" for i in labels[::args.n].tolist()]
@@ -141,13 +210,8 @@ def main(argv: list[str]) -> None:
     what = "" if labels is None else f", types {', '.join(TYPES[i] for i in labels.unique_consecutive().tolist())}, guidance {args.guidance}"
     print(f"{n} samples ({args.sampler}, {n_steps} steps, seed {args.seed}{what}) in {seconds:.1f}s -> {out}/grid.png")
     if args.gif:
-        k = min(args.gif_n, n)
-        gif_frames = []
-        with torch.inference_mode():
-            for _, xt in recorded:
-                gif_frames.append(grid_array(space.decode(xt[:k]).cpu(), nrow=min(4, k)))
-        save_gif(gif_frames, out / "reverse.gif")
-        print(f"reverse process ({len(gif_frames)} frames) -> {out}/reverse.gif")
+        frames = reverse_gif(space, recorded, min(args.gif_n, n), out / "reverse.gif")
+        print(f"reverse process ({frames} frames) -> {out}/reverse.gif")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from diffusion.unet import UNet
 from plumbing.checkpoint import FORMAT_VERSION, file_sha256, save_atomic
 from plumbing.cli import UserError, run_main
 from plumbing.config import dump_yaml, load_config, to_dict
-from plumbing.device import autocast, bf16_pays, precision_note, pick_device, seed_everything
+from plumbing.device import autocast, bf16_pays, machine_summary, precision_note, pick_device, seed_everything
 from plumbing.optim import EMA, warmup_cosine
 from plumbing.pictures import save_grid
 from plumbing.runs import RunLog, new_run_dir, newest_run_file, save_loss_curve, write_json
@@ -254,6 +254,7 @@ def train(cfg: DiffusionConfig, out: str | None) -> dict:
         "parameters": n_params,
         "device": str(device),
         "bf16": use_bf16,
+        "machine": machine_summary(device),
         f"sample_seconds_{cfg.train.sample_n}_ddim{cfg.sample.steps}": round(sample_seconds, 2),
         "schedule": diag,
     }

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -120,3 +122,23 @@ def precision_note(device: torch.device, enabled: bool) -> str:
         return (f"bf16 autocast off (a bf16 matrix product runs at {cpu_bf16_speedup():.2f}x the fp32 rate "
                 f"on this CPU, under the {BF16_MIN_SPEEDUP}x that pays)")
     return "bf16 autocast on"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what the platform module knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_summary(device: torch.device) -> dict:
+    """What a run was measured on, for metrics.json: CPU model, cores, torch threads, torch version,
+    and the GPU's name on CUDA. Two runs with equal summaries ran on the same kind of machine."""
+    summary = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+               "torch": str(torch.__version__)}  # a TorchVersion object would not load with weights_only
+    if device.type == "cuda":
+        summary["gpu"] = torch.cuda.get_device_name(device)
+    return summary

@@ -19,6 +19,9 @@ from pathlib import Path
 from plumbing.cli import UserError
 
 CHECKPOINT_ROOT = Path("checkpoints")
+# checkpoints/release/ holds the shipped weights (diffusion/release.py): committed, not a run folder.
+RELEASE_NAME = "release"
+RELEASE_AE, RELEASE_LDM = "ae.pt", "ldm.pt"
 
 
 def new_run_dir(out: str | None, run_name: str) -> Path:
@@ -48,10 +51,17 @@ def writable_dir(path: str | Path) -> Path:
     return path
 
 
-def newest_run_file(filename: str, root: Path = CHECKPOINT_ROOT) -> Path | None:
-    """The most recently written `<run>/<filename>` under `root`, or None."""
-    found = [p for p in root.glob(f"*/{filename}") if p.is_file()]
+def newest_run_file(filename: str, root: Path | None = None) -> Path | None:
+    """The most recently written `<run>/<filename>` under `root` (default CHECKPOINT_ROOT), or None.
+    The shipped weights in <root>/release/ are not a run folder and are never picked here."""
+    root = CHECKPOINT_ROOT if root is None else root
+    found = [p for p in root.glob(f"*/{filename}") if p.is_file() and p.parent.name != RELEASE_NAME]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def release_dir() -> Path:
+    """Where the shipped weights live: checkpoints/release/ (ae.pt, ldm.pt, release.json)."""
+    return CHECKPOINT_ROOT / RELEASE_NAME
 
 
 class RunLog:

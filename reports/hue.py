@@ -78,6 +78,16 @@ def total_variation(p: list[float], q: list[float]) -> float:
     return 0.5 * sum(abs(a - b) for a, b in zip(p, q))
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The rows of hue.json as a Markdown table (hue.md; reports.compare includes it)."""
+    lines = ["| type | set | warm | green | blue | TV to this type | TV to other types |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['type']} | {r['set']} | {r['warm']:.2f} | {r['green']:.2f} | {r['blue']:.2f} | "
+                     f"{r['tv_to_type']:.3f} | {r['tv_to_other']:.3f} |")
+    return "\n".join(lines)
+
+
 @torch.no_grad()
 def sample_type(ckpt: str, type_index: int, n: int, guidance: float, seed: int, steps: int, device) -> torch.Tensor:
     """n DDIM samples of one type at one guidance scale, decoded to pixels in [-1, 1]."""
@@ -142,13 +152,9 @@ def main(argv: list[str]) -> None:
             gen = hue_summary(imgs)
             rows.append((name, f"samples, guidance {s:g}", gen, total_variation(gen["hist"], same["hist"]),
                          total_variation(gen["hist"], other["hist"])))
-    lines = ["| type | set | warm | green | blue | TV to this type | TV to other types |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, what, summ, tv_same, tv_other in rows:
-        lines.append(f"| {name} | {what} | {summ['warm']:.2f} | {summ['green']:.2f} | {summ['blue']:.2f} | "
-                     f"{tv_same:.3f} | {tv_other:.3f} |")
         result["rows"].append({"type": name, "set": what, **summ, "tv_to_type": tv_same, "tv_to_other": tv_other})
-    table = "\n".join(lines)
+    table = markdown_table(result["rows"])
     (out / "hue.md").write_text(table + "\n")
     (out / "hue.json").write_text(json.dumps(result, indent=2) + "\n")
     print(table)

@@ -72,3 +72,34 @@ def no_lpips(monkeypatch):
         raise UserError("LPIPS weights not available in tests")
 
     monkeypatch.setattr(autoencoder.train, "load_lpips", unavailable)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(sprite_dir, tmp_path_factory) -> dict:
+    """One tiny AE, latent DDPM and pixel DDPM on the synthetic sprites, trained once per session for
+    the report and release tests. Six of the 24 sprites are held out, enough for the metrics."""
+    import autoencoder.train as ae_train
+    from autoencoder.config import AEConfig
+    from diffusion import train as dtrain
+    from diffusion.config import DiffusionConfig
+    from plumbing.cli import UserError
+    from plumbing.config import load_config
+    from tests.helpers import TINY_DIFFUSION
+
+    root = tmp_path_factory.mktemp("tiny_runs")
+    common = [f"data.root={sprite_dir}", f"data.cache_dir={root / 'cache'}"]
+
+    def no_lpips(net="alex"):
+        raise UserError("LPIPS weights not available in tests")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("POKEMON_DATA", raising=False)
+        mp.setattr(ae_train, "load_lpips", no_lpips)
+        ae = ae_train.train(load_config(AEConfig, None, common + TINY_AE), str(root / "ae"))
+        ae_path = Path(ae["run_dir"]) / "ae.pt"
+        diffusion = common + TINY_DIFFUSION + ["data.holdout=0.25", "train.epochs=3"]
+        ldm = dtrain.train(load_config(DiffusionConfig, None, diffusion + ["space=latent", f"ae.ckpt={ae_path}"]),
+                           str(root / "ldm"))
+        pixel = dtrain.train(load_config(DiffusionConfig, None, diffusion + ["space=pixel"]), str(root / "pixel"))
+    return {"ae": Path(ae["run_dir"]), "ae_path": ae_path, "ldm": Path(ldm["run_dir"]),
+            "pixel": Path(pixel["run_dir"]), "root": root}

@@ -161,3 +161,13 @@ def test_hue_report_runs_on_a_conditional_checkpoint(cond_run, tmp_path, monkeyp
     assert [r["set"] for r in rows[:4]] == ["real, this type", "real, other types", "samples, guidance 0",
                                             "samples, guidance 2"]
     assert len(rows) == 8 and (out / "fire_guidance2.png").is_file() and "| Fire |" in (out / "hue.md").read_text()
+
+
+def test_report_type_grid_has_one_row_per_type(cond_run, tmp_path):
+    from reports import compare
+
+    loaded = dsample.load_diffusion(cond_run["run_dir"] / "diffusion.pt", torch.device("cpu"))
+    info = compare.type_grid(loaded, 2, 0, tmp_path / "types.png", torch.device("cpu"))
+    assert info["types"] == list(TYPES) and info["guidance"] == cond_run["cfg"].cond.guidance
+    grid = Image.open(tmp_path / "types.png")
+    assert grid.size == (2 + compare.TYPE_ROW * 18, 2 + len(TYPES) * 18)  # 16 px tiles, 2 px padding
