@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import time
 
 import torch
 
-from plumbing.device import bf16_native, bf16_pays, cpu_model
+from plumbing.device import bf16_native, bf16_pays, matmul_seconds, cpu_model
 
 # A bf16 product is measured at the full size only if a probe says it takes at most this long:
 # without native bf16 (no AVX512-BF16 / AMX) a 2048^3 product runs at ~0.3 GFLOP/s, about a minute.
@@ -20,28 +19,14 @@ MAX_PRODUCT_S = 1.0
 PROBE_SIZE = 256
 
 
-def matmul_seconds(size: int, dtype: torch.dtype, repeats: int) -> float:
-    """Median wall time of a size x size x size matrix product (after one warm-up product)."""
-    gen = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=gen).to(dtype)
-    b = torch.randn(size, size, generator=gen).to(dtype)
-    torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def matmul_rate(size: int, dtype: torch.dtype, repeats: int) -> dict:
     """GFLOP/s of a square product (2 n^3 FLOPs), measured at `size` unless that would take over
     MAX_PRODUCT_S per product (estimated from one product at PROBE_SIZE), then at PROBE_SIZE."""
     if size > PROBE_SIZE:
-        probe = matmul_seconds(PROBE_SIZE, dtype, 1)
+        probe = matmul_seconds(PROBE_SIZE, dtype, 1, statistics.median)
         if probe * (size / PROBE_SIZE) ** 3 > MAX_PRODUCT_S:
             size = PROBE_SIZE
-    seconds = matmul_seconds(size, dtype, repeats)
+    seconds = matmul_seconds(size, dtype, repeats, statistics.median)
     return {"size": size, "gflop_per_s": 2 * size ** 3 / seconds / 1e9}
 
 

@@ -71,25 +71,28 @@ BF16_MIN_SPEEDUP = 1.25
 _cpu_bf16_speedup: float | None = None
 
 
+def matmul_seconds(size: int, dtype: torch.dtype, repeats: int, statistic=min) -> float:
+    """`statistic` (min or statistics.median) of the wall times of `repeats` size x size x size
+    matrix products in `dtype` on the CPU, after one warm-up product."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=gen).to(dtype)
+    b = torch.randn(size, size, generator=gen).to(dtype)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t0)
+    return statistic(times)
+
+
 def cpu_bf16_speedup(size: int = 1024, repeats: int = 5) -> float:
     """fp32 time / bf16 time of a size^3 matrix product on this CPU (best of `repeats`; ~0.1 s once
     per process, then cached)."""
     global _cpu_bf16_speedup
     if _cpu_bf16_speedup is None:
-        gen = torch.Generator().manual_seed(0)
-        a = torch.randn(size, size, generator=gen)
-        b = torch.randn(size, size, generator=gen)
-        best = {}
-        for dtype in (torch.float32, torch.bfloat16):
-            x, y = a.to(dtype), b.to(dtype)
-            torch.mm(x, y)
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                torch.mm(x, y)
-                times.append(time.perf_counter() - t0)
-            best[dtype] = min(times)
-        _cpu_bf16_speedup = best[torch.float32] / best[torch.bfloat16]
+        _cpu_bf16_speedup = (matmul_seconds(size, torch.float32, repeats)
+                             / matmul_seconds(size, torch.bfloat16, repeats))
     return _cpu_bf16_speedup
 
 
