@@ -120,3 +120,11 @@ def precision_note(device: torch.device, enabled: bool) -> str:
         return (f"bf16 autocast off (a bf16 matrix product runs at {cpu_bf16_speedup():.2f}x the fp32 rate "
                 f"on this CPU, under the {BF16_MIN_SPEEDUP}x that pays)")
     return "bf16 autocast on"
+
+
+def allow_tf32(device: torch.device) -> None:
+    """On CUDA, let fp32 matrix products and convolutions use TF32 tensor cores (Ampere+): about 8x
+    the fp32 rate at a 10-bit mantissa, which training does not notice. No effect elsewhere."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
