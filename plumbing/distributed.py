@@ -61,10 +61,8 @@ class Processes:
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
-            # No buffer changes during training (GroupNorm keeps no running statistics), so there is
-            # nothing to broadcast before each forward pass.
             wrapped = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda"
-                                              else None, broadcast_buffers=False)
+                                              else None)
         if compile:
             wrapped = torch.compile(wrapped)
         return wrapped
