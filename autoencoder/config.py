@@ -46,6 +46,10 @@ class TrainConfig:
     log_every: int = 20              # steps between log lines
     grid_every: int = 10             # epochs between reconstruction grids (0: only at the end)
     max_minutes: float = 0.0         # stop training after this many minutes (0: no limit)
+    ckpt_every: int = 1000           # steps between training-state checkpoints for --resume (0: only on
+                                     # SIGINT/SIGTERM); 1000 = every 1-2 min with the CPU configs
+    keep_last: int = 2               # state checkpoints kept (the newest); older ones are deleted
+    compile: bool = False            # torch.compile the model for training (CUDA; first steps slower)
 
 
 @dataclass
@@ -78,3 +82,7 @@ class AEConfig:
                             "give every reconstruction number")
         if self.train.lr <= 0:
             raise UserError(f"train.lr={self.train.lr} must be positive")
+        if self.train.ckpt_every < 0:
+            raise UserError(f"train.ckpt_every={self.train.ckpt_every} must be >= 0 (0: checkpoint only on a stop signal)")
+        if self.train.keep_last < 1:
+            raise UserError(f"train.keep_last={self.train.keep_last} must be at least 1")

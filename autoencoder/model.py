@@ -164,9 +164,15 @@ class VAE(nn.Module):
         """Decoder output clipped to the pixel range [-1, 1] (for pictures and metrics)."""
         return self.unwhiten(self.decoder(z)).clamp(-1.0, 1.0)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training pass: returns the unclipped reconstruction (so the L1 gradient never vanishes
-        at the range edges), and the posterior parameters for the KL term."""
+        at the range edges), and the posterior parameters for the KL term. `eps` is the N(0, I)
+        noise of the posterior sample z = mean + std * eps (drawn here from torch's global generator
+        when not given; the trainer passes its own, drawn for the whole global batch, so that any
+        number of processes draws the same noise)."""
         mean, logvar = self.encode(x)
-        z = self.sample_posterior(mean, logvar)
+        if eps is not None:
+            z = mean + torch.exp(0.5 * logvar) * eps.to(mean.device)
+        else:
+            z = self.sample_posterior(mean, logvar)
         return self.unwhiten(self.decoder(z)), mean, logvar

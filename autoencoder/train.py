@@ -1,15 +1,18 @@
 """Train the stage-1 VAE.
 
     python -m autoencoder.train --config configs/ae.yaml [--out DIR] [section.key=value ...]
+    python -m autoencoder.train --resume RUN_DIR              (continue a stopped run, plumbing/resume.py)
+    torchrun --nproc_per_node=N -m autoencoder.train ...      (N processes, plumbing/distributed.py)
 
 Writes into the run folder (default checkpoints/ae-<timestamp>/): config.yaml, log.txt, loss.png,
-reconstructions.png (held-out inputs on odd rows, their reconstructions below them), metrics.json
-and ae.pt (weights, resolved config, data fingerprint, latent statistics).
+reconstructions.png (held-out inputs on odd rows, their reconstructions below them), metrics.json,
+ae.pt (weights, resolved config, data fingerprint, latent statistics), and state-<step>.pt
+training-state checkpoints for --resume.
 """
 from __future__ import annotations
 
 import argparse
-import time
+import math
 
 import torch
 from tqdm import tqdm
@@ -17,26 +20,41 @@ from tqdm import tqdm
 from autoencoder.config import AEConfig
 from autoencoder.latents import build_vae, encode_posterior, latent_statistics
 from autoencoder.losses import PatchDiscriminator, hinge_d_loss, hinge_g_loss, kl_to_standard_normal, load_lpips
-from plumbing.checkpoint import FORMAT_VERSION, save_atomic
+from plumbing.checkpoint import FORMAT_VERSION, cpu_state_dict
 from plumbing.cli import UserError, run_main
-from plumbing.config import dump_yaml, load_config, to_dict
-from plumbing.device import autocast, bf16_pays, machine_summary, precision_note, pick_device, seed_everything
-from plumbing.optim import warmup_cosine
+from plumbing.config import load_config, to_dict
+from plumbing.device import autocast, bf16_pays, precision_note, seed_everything
+from plumbing.distributed import start_processes
+from plumbing.optim import schedule_position, set_learning_rate, warmup_cosine
 from plumbing.pictures import save_grid
-from plumbing.runs import RunLog, new_run_dir, save_loss_curve, write_json
+from plumbing.resume import (RESUMABLE_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint,
+                             open_resume, resume_config, signal_hook_for_tests)
+from plumbing.runs import RunLog, finish_run, open_run_dir, training_metrics
 from sprites.dataset import EpochBatches, load_sprites, pixel_batch, to_unit_range
 
 CHECKPOINT_NAME = "ae.pt"
+STATE_KIND = "autoencoder-state"
+COMMAND = "python -m autoencoder.train"
+# What --resume may change: only keys that leave the trained weights as they are.
+RESUME_KEYS = RESUMABLE_KEYS | {"train.grid_every"}
 
 
-def parse_args(argv: list[str]) -> tuple[AEConfig, str | None]:
-    parser = argparse.ArgumentParser(prog="python -m autoencoder.train", description=__doc__,
+def parse_args(argv: list[str]) -> tuple[AEConfig, str | None, Resumed | None]:
+    """The config, the --out folder and, with --resume, the stopped run to continue."""
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/ae.yaml", help="YAML config (default: configs/ae.yaml)")
+    parser.add_argument("--config", default=None, help="YAML config (default: configs/ae.yaml)")
     parser.add_argument("--out", default=None, help="run folder (default: a new folder under checkpoints/)")
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="continue the stopped run in RUN_DIR from its newest state checkpoint, with its config")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=5")
     args = parser.parse_args(argv)
-    return load_config(AEConfig, args.config, args.overrides), args.out
+    if args.resume is None:
+        return load_config(AEConfig, args.config or "configs/ae.yaml", args.overrides), args.out, None
+    if args.config or args.out:
+        raise UserError("--resume continues a run in its own folder with its own config; drop --config and --out")
+    resumed = open_resume(args.resume, STATE_KIND, COMMAND, CHECKPOINT_NAME)
+    return resume_config(AEConfig, resumed, args.overrides, RESUME_KEYS), None, resumed
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -82,22 +100,28 @@ def save_comparison(inputs: torch.Tensor, recon: torch.Tensor, path, n: int = 32
     save_grid(torch.cat(rows), path, nrow=per_row)
 
 
-def train(cfg: AEConfig, out: str | None) -> dict:
-    device = pick_device(cfg.device)
-    seed_everything(cfg.seed)
+def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None) -> dict:
+    """Train a VAE from scratch (into `out`), or continue the run `resumed`; return the metrics."""
+    procs = start_processes(cfg.device)  # this process among torchrun's (one without torchrun), its device
+    device = procs.device
+    rows = procs.local_rows(cfg.train.batch_size)  # this process's rows of every global batch
+    gen = seed_everything(cfg.seed)  # posterior noise (the data order has its own (seed, epoch) generators)
     lpips_model = None
     if cfg.loss.perceptual_weight > 0:  # fail before any work when the weights are missing
         lpips_model = load_lpips(cfg.loss.perceptual_net).to(device)
     data = load_sprites(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
+    check_fingerprint(resumed, data.fingerprint, cfg.data.root)
     train_images = data.train()
     batches = EpochBatches(len(train_images), cfg.train.batch_size, cfg.seed, cfg.data.hflip)
     holdout = to_unit_range(data.holdout())
 
-    run_dir = new_run_dir(out, cfg.run_name)
-    dump_yaml(cfg, run_dir / "config.yaml")
-    log = RunLog(run_dir)
+    run_dir = open_run_dir(out, cfg, resumed and resumed.run_dir, procs.is_main)
+    log = RunLog(run_dir, procs.is_main)
     use_bf16 = cfg.train.bf16 and bf16_pays(device)
     log(f"run folder {run_dir} | device {device} | {precision_note(device, cfg.train.bf16)}")
+    if procs.distributed:
+        log(f"{procs.world_size} processes, {rows.stop - rows.start} images each of every batch of "
+            f"{cfg.train.batch_size}")
     log(f"data {cfg.data.root}: {len(data.train_idx)} train / {len(data.holdout_idx)} held-out images at "
         f"{cfg.data.size}px, fingerprint {data.fingerprint[:12]}")
 
@@ -108,8 +132,10 @@ def train(cfg: AEConfig, out: str | None) -> dict:
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     vae = vae.to(memory_format=memory_format)
     n_params = sum(p.numel() for p in vae.parameters())
+    latent_shape = (cfg.model.latent_channels, cfg.data.size // vae.downsample_factor,
+                    cfg.data.size // vae.downsample_factor)
     log(f"VAE {n_params / 1e6:.2f}M parameters, f={vae.downsample_factor}, latent "
-        f"{cfg.model.latent_channels}x{cfg.data.size // vae.downsample_factor}x{cfg.data.size // vae.downsample_factor}")
+        f"{latent_shape[0]}x{latent_shape[1]}x{latent_shape[2]}")
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                             betas=(0.9, 0.99))
     disc = opt_d = None
@@ -117,79 +143,104 @@ def train(cfg: AEConfig, out: str | None) -> dict:
         disc = PatchDiscriminator().to(device)
         opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.train.lr, betas=(0.5, 0.9))
 
-    total_steps = cfg.train.epochs * len(batches)
-    budget_s = cfg.train.max_minutes * 60
-    steps, history = [], {"total": [], "l1": [], "kl": []}
-    if lpips_model is not None:
-        history["lpips"] = []
-    step, start = 0, time.time()
-    bar = tqdm(total=total_steps, desc="AE", unit="step", dynamic_ncols=True, mininterval=1.0)
-    stopped_early = False
-    for epoch in range(cfg.train.epochs):
-        for idx, flip in batches.epoch(epoch):
-            # Progress runs on steps, or on wall time when a budget is set (whichever is further).
-            progress = step if not budget_s else max(step, int(total_steps * (time.time() - start) / budget_s))
-            if progress >= total_steps:
-                stopped_early = True
-                break
-            for group in opt.param_groups:
-                group["lr"] = cfg.train.lr * warmup_cosine(progress, total_steps, cfg.train.warmup_steps,
-                                                           cfg.train.lr_min_ratio)
-            x = pixel_batch(train_images, idx, flip).to(device).contiguous(memory_format=memory_format)
-            with autocast(device, use_bf16):
-                x_hat, mean, logvar = vae(x)
-            x_hat = x_hat.float()
-            # L1 is a mean over the D = 3*H*W pixel values; the KL is per image (summed over latent
-            # dims). Dividing the KL by D gives kl_weight the meaning it has in Rombach et al. (2022),
-            # whose reconstruction loss is a sum over pixels (without it the same weight is D times
-            # stronger: measured here, the KL then held the latents to ~2.8 nats per dimension).
-            l1 = (x_hat - x).abs().mean()
-            kl = kl_to_standard_normal(mean.float(), logvar.float()).mean()
-            loss = cfg.loss.l1_weight * l1 + cfg.loss.kl_weight * kl / x[0].numel()
-            if cfg.loss.colour_weight > 0:  # L1 on whitened colours: every colour axis counts alike
-                loss = loss + cfg.loss.colour_weight * (vae.whiten(x_hat) - vae.whiten(x)).abs().mean()
-            if lpips_model is not None:
-                lp = lpips_model(x_hat, x).mean()
-                loss = loss + cfg.loss.perceptual_weight * lp
-            gan_on = disc is not None and step >= cfg.loss.disc_start
-            if gan_on:
-                loss = loss + cfg.loss.disc_weight * hinge_g_loss(disc(x_hat))
-            if not torch.isfinite(loss):
-                raise UserError(f"the loss became {loss.item()} at step {step}; lower train.lr "
-                                f"(now {cfg.train.lr}) or raise train.grad_clip")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.train.grad_clip)
-            opt.step()
-            if gan_on:  # discriminator step on detached reconstructions
-                d_loss = hinge_d_loss(disc(x), disc(x_hat.detach()))
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
+    # Training-state checkpoints (plumbing/resume.py): everything the next step depends on.
+    state = TrainingState(run_dir, STATE_KIND, COMMAND, cfg,
+                          parts={"model": vae, "optimizer": opt, "disc": disc, "disc_optimizer": opt_d},
+                          generators={"noise": gen}, device=device, every=cfg.train.ckpt_every,
+                          keep_last=cfg.train.keep_last, enabled=procs.is_main,
+                          extra={"data_fingerprint": data.fingerprint})
+    history_keys = ["total", "l1", "kl"] + (["lpips"] if lpips_model is not None else [])
+    progress = state.restore(resumed) if resumed else Progress(history={k: [] for k in history_keys})
+    if resumed:
+        log(f"resumed from {resumed.path} at step {progress.step} (epoch {progress.epoch}, batch {progress.batch})")
+    train_vae = procs.wrap(vae, cfg.train.compile)  # DDP over the processes, torch.compile if asked
 
-            steps.append(step)
-            history["total"].append(loss.item())
-            history["l1"].append(l1.item())
-            history["kl"].append(kl.item())
-            if lpips_model is not None:
-                history["lpips"].append(lp.item())
-            step += 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, l1=f"{l1.item():.4f}", kl=f"{kl.item():.1f}")
-            if step % cfg.train.log_every == 0:
-                log(f"epoch {epoch} step {step}/{total_steps} loss {loss.item():.4f} l1 {l1.item():.4f} "
-                    f"kl {kl.item():.2f} lr {opt.param_groups[0]['lr']:.2e}")
-        if stopped_early:
-            break
-        if cfg.train.grid_every and (epoch + 1) % cfg.train.grid_every == 0 and epoch + 1 < cfg.train.epochs:
-            metrics, recon = evaluate(vae, holdout, device)
-            save_comparison(holdout, recon, run_dir / f"reconstructions_epoch{epoch + 1:03d}.png")
-            log(f"epoch {epoch + 1}: held-out PSNR {metrics['psnr_db']:.2f} dB, L1 {metrics['l1']:.4f}")
-    bar.close()
-    train_seconds = time.time() - start
+    total_steps = cfg.train.epochs * len(batches)
+    after_step = signal_hook_for_tests()
+    stopped_early = False
+    progress.start_clock()
+    bar = tqdm(total=total_steps, initial=progress.step, desc="AE", unit="step", dynamic_ncols=True,
+               mininterval=1.0, disable=not procs.is_main)
+    # Ctrl-C / SIGTERM: finish the step, write a state checkpoint, exit (the bar closes on any exit).
+    with StopSignals() as stop, bar:
+        for epoch in range(progress.epoch, cfg.train.epochs):
+            for idx, flip in batches.epoch(epoch, start=progress.batch):
+                # The schedule runs on steps, or on wall time when a budget is set (whichever is further).
+                position = schedule_position(progress.step, total_steps, progress.seconds(), cfg.train.max_minutes)
+                if position >= total_steps:
+                    stopped_early = True
+                    break
+                set_learning_rate(opt, cfg.train.lr * warmup_cosine(position, total_steps, cfg.train.warmup_steps,
+                                                                   cfg.train.lr_min_ratio))
+                # Every process draws the posterior noise of the whole global batch and takes its rows.
+                eps = torch.randn((len(idx), *latent_shape), generator=gen)[rows]
+                x = pixel_batch(train_images, idx[rows], flip[rows]).to(device).contiguous(memory_format=memory_format)
+                with autocast(device, use_bf16):
+                    x_hat, mean, logvar = train_vae(x, eps)
+                x_hat = x_hat.float()
+                # L1 is a mean over the D = 3*H*W pixel values; the KL is per image (summed over latent
+                # dims). Dividing the KL by D gives kl_weight the meaning it has in Rombach et al. (2022),
+                # whose reconstruction loss is a sum over pixels (without it the same weight is D times
+                # stronger: measured here, the KL then held the latents to ~2.8 nats per dimension).
+                l1 = (x_hat - x).abs().mean()
+                kl = kl_to_standard_normal(mean.float(), logvar.float()).mean()
+                loss = cfg.loss.l1_weight * l1 + cfg.loss.kl_weight * kl / x[0].numel()
+                if cfg.loss.colour_weight > 0:  # L1 on whitened colours: every colour axis counts alike
+                    loss = loss + cfg.loss.colour_weight * (vae.whiten(x_hat) - vae.whiten(x)).abs().mean()
+                lp = lpips_model(x_hat, x).mean() if lpips_model is not None else None
+                if lp is not None:
+                    loss = loss + cfg.loss.perceptual_weight * lp
+                gan_on = disc is not None and progress.step >= cfg.loss.disc_start
+                if gan_on:
+                    loss = loss + cfg.loss.disc_weight * hinge_g_loss(disc(x_hat))
+                terms = {"total": loss, "l1": l1, "kl": kl, **({"lpips": lp} if lp is not None else {})}
+                # Averaged over the processes: the same numbers on each, for the log and the NaN check.
+                logged = dict(zip(terms, procs.mean(torch.stack(list(terms.values())).detach()).tolist()))
+                if not math.isfinite(logged["total"]):
+                    raise UserError(f"the loss became {logged['total']} at step {progress.step + 1}; lower train.lr "
+                                    f"(now {cfg.train.lr}) or raise train.grad_clip and start a new run (last good "
+                                    f"state checkpoint: {state.last_saved or 'none'})")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()  # with DDP: gradients averaged over the processes
+                if cfg.train.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.train.grad_clip)
+                opt.step()
+                if gan_on:  # discriminator step on detached reconstructions
+                    d_loss = hinge_d_loss(disc(x), disc(x_hat.detach()))
+                    opt_d.zero_grad(set_to_none=True)
+                    d_loss.backward()
+                    procs.average_gradients(disc)
+                    opt_d.step()
+
+                for name, value in logged.items():
+                    progress.history[name].append(value)
+                progress.done_step()
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, l1=f"{logged['l1']:.4f}", kl=f"{logged['kl']:.1f}")
+                if progress.step % cfg.train.log_every == 0:
+                    log(f"epoch {epoch} step {progress.step}/{total_steps} loss {logged['total']:.4f} "
+                        f"l1 {logged['l1']:.4f} kl {logged['kl']:.2f} lr {opt.param_groups[0]['lr']:.2e}")
+                if state.due(progress.step):
+                    state.save(progress)
+                after_step(progress.step)
+                signum = procs.max(stop.requested)
+                if signum:
+                    raise state.stop(progress, signum, procs.barrier, log)
+            if stopped_early:
+                break
+            if (procs.is_main and cfg.train.grid_every and (epoch + 1) % cfg.train.grid_every == 0
+                    and epoch + 1 < cfg.train.epochs):
+                metrics, recon = evaluate(vae, holdout, device)
+                save_comparison(holdout, recon, run_dir / f"reconstructions_epoch{epoch + 1:03d}.png")
+                log(f"epoch {epoch + 1}: held-out PSNR {metrics['psnr_db']:.2f} dB, L1 {metrics['l1']:.4f}")
+            progress.next_epoch(epoch + 1)
+    train_seconds = progress.seconds()
     if stopped_early:
-        log(f"time budget of {cfg.train.max_minutes} min reached after {step} steps")
+        log(f"time budget of {cfg.train.max_minutes} min reached after {progress.step} steps")
+    procs.check_same_weights(vae.state_dict())
+    if not procs.is_main:  # process 0 alone evaluates and writes
+        procs.finish()
+        return {"run_dir": None, "rank": procs.rank}
 
     # Evaluation on the held-out split, with LPIPS where its weights are present.
     if lpips_model is None:
@@ -203,43 +254,36 @@ def train(cfg: AEConfig, out: str | None) -> dict:
     vae.eval()
     post_mean, post_std = encode_posterior(vae, to_unit_range(train_images), device=device)
     stats = latent_statistics(post_mean, post_std, seed=cfg.seed)
-    images_seen = step * cfg.train.batch_size
+    history = progress.history
+    metrics.update(training_metrics(progress.step, cfg.train.batch_size, len(batches), train_seconds, n_params,
+                                    device, use_bf16))
     metrics.update({
-        "train_seconds": round(train_seconds, 1),
-        "train_img_per_s": round(images_seen / max(train_seconds, 1e-9), 1),
-        "steps": step,
-        "epochs_completed": step / max(1, len(batches)),
         "final_loss": history["total"][-1] if history["total"] else None,
         "final_l1": history["l1"][-1] if history["l1"] else None,
-        "parameters": n_params,
-        "device": str(device),
-        "bf16": use_bf16,
-        "machine": machine_summary(device),
         "latent": stats,
     })
     ckpt = {
         "kind": "autoencoder",
         "format": FORMAT_VERSION,
         "config": to_dict(cfg),
-        "model": {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()},
+        "model": cpu_state_dict(vae),
         "latent": stats,
         "data_fingerprint": data.fingerprint,
         "metrics": {k: v for k, v in metrics.items() if k != "latent"},
     }
-    save_atomic(ckpt, run_dir / CHECKPOINT_NAME)
-    write_json(metrics, run_dir / "metrics.json")
-    save_loss_curve(steps, {k: v for k, v in history.items() if k != "kl"}, run_dir / "loss.png",
-                    title=f"VAE training ({cfg.run_name})")
+    path = finish_run(run_dir, ckpt, CHECKPOINT_NAME, metrics, {k: v for k, v in history.items() if k != "kl"},
+                      title=f"VAE training ({cfg.run_name})")
     log(f"held-out PSNR {metrics['psnr_db']:.2f} dB, L1 {metrics['l1']:.4f}, LPIPS {metrics['lpips']} | "
         f"{train_seconds / 60:.1f} min, {metrics['train_img_per_s']} img/s | latent scale {stats['scale']:.3f}, "
         f"channel std {[round(s, 2) for s in stats['channel_std']]}")
-    log(f"saved {run_dir / CHECKPOINT_NAME}")
+    log(f"saved {path}")
+    procs.finish()
     return {"run_dir": str(run_dir), **metrics}
 
 
 def main(argv: list[str]) -> None:
-    cfg, out = parse_args(argv)
-    train(cfg, out)
+    """The command line: parse, then train or resume."""
+    train(*parse_args(argv))
 
 
 if __name__ == "__main__":

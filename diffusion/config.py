@@ -60,6 +60,10 @@ class TrainConfig:
     sample_every: int = 25           # epochs between sample grids (0: only at the end)
     sample_n: int = 64
     max_minutes: float = 0.0         # stop after this many minutes of training (0: no limit)
+    ckpt_every: int = 1000           # steps between training-state checkpoints for --resume (0: only on
+                                     # SIGINT/SIGTERM); 1000 = every 1-2 min with the CPU configs
+    keep_last: int = 2               # state checkpoints kept (the newest); older ones are deleted
+    compile: bool = False            # torch.compile the model for training (CUDA; first steps slower)
 
 
 @dataclass
@@ -108,3 +112,7 @@ class DiffusionConfig:
             raise UserError(f"cond.drop_prob={self.cond.drop_prob} must be in [0, 1]")
         if not 0.0 <= self.train.ema_decay < 1.0:
             raise UserError(f"train.ema_decay={self.train.ema_decay} must be in [0, 1)")
+        if self.train.ckpt_every < 0:
+            raise UserError(f"train.ckpt_every={self.train.ckpt_every} must be >= 0 (0: checkpoint only on a stop signal)")
+        if self.train.keep_last < 1:
+            raise UserError(f"train.keep_last={self.train.keep_last} must be at least 1")

@@ -1,6 +1,8 @@
 """Train the stage-2 DDPM (x0-prediction, linear schedule) in latent or pixel space.
 
     python -m diffusion.train --config configs/ldm.yaml [--out DIR] [section.key=value ...]
+    python -m diffusion.train --resume RUN_DIR                (continue a stopped run, plumbing/resume.py)
+    torchrun --nproc_per_node=N -m diffusion.train ...        (N processes, plumbing/distributed.py)
 
 Training objective, per batch (Ho et al. 2020 with the x0 parameterisation):
     t ~ Uniform{0, ..., T-1},  eps ~ N(0, I),  x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps
@@ -8,11 +10,13 @@ Training objective, per batch (Ho et al. 2020 with the x0 parameterisation):
 with w(t) = 1 (uniform), min(SNR(t), gamma) or max(SNR(t), 1) (train.loss_weighting).
 
 Writes into the run folder (default checkpoints/<run_name>-<timestamp>/): config.yaml, log.txt,
-loss.png, samples_epochNNNN.png, samples.png (EMA weights, DDIM), metrics.json, and diffusion.pt.
+loss.png, samples_epochNNNN.png, samples.png (EMA weights, DDIM), metrics.json, diffusion.pt, and
+state-<step>.pt training-state checkpoints for --resume.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -24,27 +28,44 @@ from diffusion.guidance import drop_labels, guided_x0
 from diffusion.schedule import LinearSchedule
 from diffusion.space import LatentSpace, PixelSpace
 from diffusion.unet import UNet
-from plumbing.checkpoint import FORMAT_VERSION, file_sha256, save_atomic
+from plumbing.checkpoint import FORMAT_VERSION, cpu_state_dict, file_sha256
 from plumbing.cli import UserError, run_main
-from plumbing.config import dump_yaml, load_config, to_dict
-from plumbing.device import autocast, bf16_pays, machine_summary, precision_note, pick_device, seed_everything
-from plumbing.optim import EMA, warmup_cosine
+from plumbing.config import load_config, to_dict
+from plumbing.device import autocast, bf16_pays, precision_note, seed_everything
+from plumbing.distributed import start_processes
+from plumbing.optim import EMA, schedule_position, set_learning_rate, warmup_cosine
 from plumbing.pictures import save_grid
-from plumbing.runs import RunLog, new_run_dir, newest_run_file, save_loss_curve, write_json
+from plumbing.resume import (RESUMABLE_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint,
+                             open_resume, resume_config, signal_hook_for_tests)
+from plumbing.runs import RunLog, finish_run, newest_run_file, open_run_dir, training_metrics
 from sprites.dataset import EpochBatches, load_sprites
 from sprites.labels import TYPES, default_table_path, label_counts, load_type_table, type_labels
 
 CHECKPOINT_NAME = "diffusion.pt"
+STATE_KIND = "diffusion-state"
+COMMAND = "python -m diffusion.train"
+# What --resume may change: only keys that leave the trained weights as they are (the sample grids
+# draw from their own generator; a moved AE must have the same sha256).
+RESUME_KEYS = RESUMABLE_KEYS | {"train.sample_every", "train.sample_n", "ae.ckpt"}
 
 
-def parse_args(argv: list[str], default_config: str = "configs/ldm.yaml") -> tuple[DiffusionConfig, str | None]:
-    parser = argparse.ArgumentParser(prog="python -m diffusion.train", description=__doc__,
+def parse_args(argv: list[str], default_config: str = "configs/ldm.yaml") -> tuple[DiffusionConfig, str | None,
+                                                                                   Resumed | None]:
+    """The config, the --out folder and, with --resume, the stopped run to continue."""
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=default_config, help=f"YAML config (default: {default_config})")
+    parser.add_argument("--config", default=None, help=f"YAML config (default: {default_config})")
     parser.add_argument("--out", default=None, help="run folder (default: a new folder under checkpoints/)")
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="continue the stopped run in RUN_DIR from its newest state checkpoint, with its config")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=5")
     args = parser.parse_args(argv)
-    return load_config(DiffusionConfig, args.config, args.overrides), args.out
+    if args.resume is None:
+        return load_config(DiffusionConfig, args.config or default_config, args.overrides), args.out, None
+    if args.config or args.out:
+        raise UserError("--resume continues a run in its own folder with its own config; drop --config and --out")
+    resumed = open_resume(args.resume, STATE_KIND, COMMAND, CHECKPOINT_NAME)
+    return resume_config(DiffusionConfig, resumed, args.overrides, RESUME_KEYS), None, resumed
 
 
 def num_classes(cfg: DiffusionConfig) -> int:
@@ -71,6 +92,7 @@ def build_schedule(cfg: DiffusionConfig) -> LinearSchedule:
 
 
 def resolve_ae_path(cfg: DiffusionConfig) -> Path:
+    """The AE checkpoint of a latent run: ae.ckpt, or the newest checkpoints/*/ae.pt."""
     if cfg.ae.ckpt:
         return Path(cfg.ae.ckpt)
     found = newest_run_file("ae.pt")
@@ -79,13 +101,19 @@ def resolve_ae_path(cfg: DiffusionConfig) -> Path:
     return found
 
 
-def build_space(cfg: DiffusionConfig, device: torch.device):
-    """The diffusion space of a config, and the AE record ({path, sha256}) for latent space."""
+def build_space(cfg: DiffusionConfig, device: torch.device, trained_on: dict | None = None):
+    """The diffusion space of a config, and the AE record ({path, sha256}) for latent space.
+
+    `trained_on` is the AE record of a resumed run: its AE is used unless ae.ckpt names one, and
+    whichever is used must have the recorded sha256."""
     if cfg.space == "pixel":
         return PixelSpace(cfg.data.size), None
     from autoencoder.latents import load_autoencoder
 
-    ae_path = resolve_ae_path(cfg)
+    ae_path = Path(trained_on["path"]) if trained_on and not cfg.ae.ckpt else resolve_ae_path(cfg)
+    if trained_on and file_sha256(ae_path) != trained_on["sha256"]:
+        raise UserError(f"AE {ae_path} is not the one this run was trained on (sha256 {trained_on['sha256'][:12]}); "
+                        "pass the matching AE with ae.ckpt=PATH")
     vae, ae_ckpt = load_autoencoder(ae_path, device)
     ae_size = ae_ckpt["config"]["data"]["size"]
     if ae_size != cfg.data.size:
@@ -145,23 +173,29 @@ def sample_grid(model, schedule, space, cfg: DiffusionConfig, device, use_bf16: 
     return space.decode(x).cpu()
 
 
-def train(cfg: DiffusionConfig, out: str | None) -> dict:
-    device = pick_device(cfg.device)
-    gen = seed_everything(cfg.seed)
+def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None = None) -> dict:
+    """Train a DDPM from scratch (into `out`), or continue the run `resumed`; return the metrics."""
+    procs = start_processes(cfg.device)  # this process among torchrun's (one without torchrun), its device
+    device = procs.device
+    rows = procs.local_rows(cfg.train.batch_size)  # this process's rows of every global batch
+    gen = seed_everything(cfg.seed)  # every draw of a step: posterior samples, t, noise, label dropout
     schedule = build_schedule(cfg)
     schedule.check_ends_in_noise(force=cfg.schedule.force)  # data-free check before any work
     data = load_sprites(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
+    check_fingerprint(resumed, data.fingerprint, cfg.data.root)
     train_images = data.train()
     labels = training_labels(cfg, data.names)
     train_labels = None if labels is None else labels[data.train_idx]
     batches = EpochBatches(len(train_images), cfg.train.batch_size, cfg.seed, cfg.data.hflip)
-    space, ae_record = build_space(cfg, device)
-    run_dir = new_run_dir(out, cfg.run_name)
-    dump_yaml(cfg, run_dir / "config.yaml")
-    log = RunLog(run_dir)
+    space, ae_record = build_space(cfg, device, resumed.state["ae"] if resumed else None)
+    run_dir = open_run_dir(out, cfg, resumed and resumed.run_dir, procs.is_main)
+    log = RunLog(run_dir, procs.is_main)
     use_bf16 = cfg.train.bf16 and bf16_pays(device)
     log(f"run folder {run_dir} | device {device} | space {space.name} {space.shape} | "
         f"{precision_note(device, cfg.train.bf16)}")
+    if procs.distributed:
+        log(f"{procs.world_size} processes, {rows.stop - rows.start} images each of every batch of "
+            f"{cfg.train.batch_size}")
     if ae_record:
         log(f"AE {ae_record['path']} (sha256 {ae_record['sha256'][:12]})")
     if train_labels is not None:
@@ -183,78 +217,104 @@ def train(cfg: DiffusionConfig, out: str | None) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     log(f"U-Net {n_params / 1e6:.2f}M parameters")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    total_steps = cfg.train.epochs * len(batches)
-    budget_s = cfg.train.max_minutes * 60
 
-    steps, losses = [], []
-    step, start, stopped_early = 0, time.time(), False
-    bar = tqdm(total=total_steps, desc=f"DDPM ({space.name})", unit="step", dynamic_ncols=True, mininterval=1.0)
-    for epoch in range(cfg.train.epochs):
-        for idx, flip in batches.epoch(epoch):
-            progress = step if not budget_s else max(step, int(total_steps * (time.time() - start) / budget_s))
-            if progress >= total_steps:
-                stopped_early = True
+    # Training-state checkpoints (plumbing/resume.py): everything the next step depends on.
+    state = TrainingState(run_dir, STATE_KIND, COMMAND, cfg, parts={"model": model, "ema": ema, "optimizer": opt},
+                          generators={"noise": gen}, device=device, every=cfg.train.ckpt_every,
+                          keep_last=cfg.train.keep_last, enabled=procs.is_main,
+                          extra={"data_fingerprint": data.fingerprint, "ae": ae_record})
+    progress = state.restore(resumed) if resumed else Progress(history={"loss": []})
+    if resumed:
+        log(f"resumed from {resumed.path} at step {progress.step} (epoch {progress.epoch}, batch {progress.batch})")
+    train_model = procs.wrap(model, cfg.train.compile)  # DDP over the processes, torch.compile if asked
+    procs.seed_dropout(cfg.seed, progress.step)  # several processes: each its own dropout noise
+
+    total_steps = cfg.train.epochs * len(batches)
+    after_step = signal_hook_for_tests()
+    losses = progress.history["loss"]
+    stopped_early = False
+    progress.start_clock()
+    bar = tqdm(total=total_steps, initial=progress.step, desc=f"DDPM ({space.name})", unit="step",
+               dynamic_ncols=True, mininterval=1.0, disable=not procs.is_main)
+    # Ctrl-C / SIGTERM: finish the step, write a state checkpoint, exit (the bar closes on any exit).
+    with StopSignals() as stop, bar:
+        for epoch in range(progress.epoch, cfg.train.epochs):
+            for idx, flip in batches.epoch(epoch, start=progress.batch):
+                position = schedule_position(progress.step, total_steps, progress.seconds(), cfg.train.max_minutes)
+                if position >= total_steps:
+                    stopped_early = True
+                    break
+                set_learning_rate(opt, cfg.train.lr * warmup_cosine(position, total_steps, cfg.train.warmup_steps,
+                                                                   cfg.train.lr_min_ratio))
+                # Every process draws the whole global batch (the draws one process would make) and
+                # trains on its own rows of it.
+                x0 = space.batch(idx, flip, gen)
+                t = torch.randint(0, schedule.T, (len(x0),), generator=gen)
+                noise = torch.randn(x0.shape, generator=gen)
+                y = None
+                if train_labels is not None:  # classifier-free guidance: drop some labels to "no label"
+                    y = drop_labels(train_labels[idx], cfg.cond.drop_prob, gen)[rows].to(device)
+                x0, t, noise = x0[rows], t[rows], noise[rows]
+                xt = schedule.q_sample(x0, t, noise)
+                w = loss_weights(schedule, t, cfg.train.loss_weighting, cfg.train.snr_gamma).to(device)
+                x0, xt, t = (v.to(device) for v in (x0, xt, t))
+                xt = xt.contiguous(memory_format=memory_format)
+                x0_hat = predict_x0(train_model, schedule, xt, t, cfg.model.x0_skip, use_bf16, y)
+                per_sample = (x0_hat - x0).pow(2).flatten(1).mean(dim=1)
+                loss = (w * per_sample).mean()
+                logged = procs.mean(loss.detach()).item()  # the same on every process
+                if not math.isfinite(logged):
+                    raise UserError(f"the loss became {logged} at step {progress.step + 1}; lower train.lr (now "
+                                    f"{cfg.train.lr}) and start a new run (last good state checkpoint: "
+                                    f"{state.last_saved or 'none'})")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()  # with DDP: gradients averaged over the processes
+                if cfg.train.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                opt.step()
+                ema.update(model)
+
+                losses.append(logged)
+                progress.done_step()
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{logged:.4f}")
+                if progress.step % cfg.train.log_every == 0:
+                    log(f"epoch {epoch} step {progress.step}/{total_steps} loss {logged:.4f} "
+                        f"lr {opt.param_groups[0]['lr']:.2e}")
+                if state.due(progress.step):
+                    state.save(progress)
+                after_step(progress.step)
+                signum = procs.max(stop.requested)
+                if signum:
+                    raise state.stop(progress, signum, procs.barrier, log)
+            if stopped_early:
                 break
-            for group in opt.param_groups:
-                group["lr"] = cfg.train.lr * warmup_cosine(progress, total_steps, cfg.train.warmup_steps,
-                                                           cfg.train.lr_min_ratio)
-            x0 = space.batch(idx, flip, gen)
-            t = torch.randint(0, schedule.T, (len(x0),), generator=gen)
-            noise = torch.randn(x0.shape, generator=gen)
-            xt = schedule.q_sample(x0, t, noise)
-            w = loss_weights(schedule, t, cfg.train.loss_weighting, cfg.train.snr_gamma).to(device)
-            x0, xt, t = (v.to(device) for v in (x0, xt, t))
-            xt = xt.contiguous(memory_format=memory_format)
-            y = None
-            if train_labels is not None:  # classifier-free guidance: drop some labels to "no label"
-                y = drop_labels(train_labels[idx], cfg.cond.drop_prob, gen).to(device)
-            x0_hat = predict_x0(model, schedule, xt, t, cfg.model.x0_skip, use_bf16, y)
-            per_sample = (x0_hat - x0).pow(2).flatten(1).mean(dim=1)
-            loss = (w * per_sample).mean()
-            if not torch.isfinite(loss):
-                raise UserError(f"the loss became {loss.item()} at step {step}; lower train.lr (now {cfg.train.lr})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            opt.step()
-            ema.update(model)
-            steps.append(step)
-            losses.append(loss.item())
-            step += 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
-            if step % cfg.train.log_every == 0:
-                log(f"epoch {epoch} step {step}/{total_steps} loss {loss.item():.4f} "
-                    f"lr {opt.param_groups[0]['lr']:.2e}")
-        if stopped_early:
-            break
-        if cfg.train.sample_every and (epoch + 1) % cfg.train.sample_every == 0 and epoch + 1 < cfg.train.epochs:
-            sampler_model.load_state_dict(ema.shadow)
-            grid = sample_grid(sampler_model, schedule, space, cfg, device, use_bf16, cfg.train.sample_n, cfg.seed)
-            save_grid(grid, run_dir / f"samples_epoch{epoch + 1:04d}.png")
-    bar.close()
-    train_seconds = time.time() - start
+            if (procs.is_main and cfg.train.sample_every and (epoch + 1) % cfg.train.sample_every == 0
+                    and epoch + 1 < cfg.train.epochs):
+                sampler_model.load_state_dict(ema.shadow)
+                grid = sample_grid(sampler_model, schedule, space, cfg, device, use_bf16, cfg.train.sample_n, cfg.seed)
+                save_grid(grid, run_dir / f"samples_epoch{epoch + 1:04d}.png")
+            progress.next_epoch(epoch + 1)
+    train_seconds = progress.seconds()
     if stopped_early:
-        log(f"time budget of {cfg.train.max_minutes} min reached after {step} steps")
+        log(f"time budget of {cfg.train.max_minutes} min reached after {progress.step} steps")
+    procs.check_same_weights({**model.state_dict(), **{f"ema.{k}": v for k, v in ema.shadow.items()}})
+    if not procs.is_main:  # process 0 alone samples and writes
+        procs.finish()
+        return {"run_dir": None, "rank": procs.rank}
 
     sampler_model.load_state_dict(ema.shadow)
     t0 = time.time()
     grid = sample_grid(sampler_model, schedule, space, cfg, device, use_bf16, cfg.train.sample_n, cfg.seed)
     sample_seconds = time.time() - t0
     save_grid(grid, run_dir / "samples.png")
+    last_epoch = losses[-len(batches):]
     metrics = {
         "space": space.name,
-        "train_seconds": round(train_seconds, 1),
-        "train_img_per_s": round(step * cfg.train.batch_size / max(train_seconds, 1e-9), 1),
-        "steps": step,
-        "epochs_completed": round(step / max(1, len(batches)), 2),
+        **training_metrics(progress.step, cfg.train.batch_size, len(batches), train_seconds, n_params, device,
+                           use_bf16),
         "final_loss": losses[-1] if losses else None,
-        "final_loss_mean_last_epoch": sum(losses[-len(batches):]) / max(1, len(losses[-len(batches):])) if losses else None,
-        "parameters": n_params,
-        "device": str(device),
-        "bf16": use_bf16,
-        "machine": machine_summary(device),
+        "final_loss_mean_last_epoch": sum(last_epoch) / len(last_epoch) if last_epoch else None,
         f"sample_seconds_{cfg.train.sample_n}_ddim{cfg.sample.steps}": round(sample_seconds, 2),
         "schedule": diag,
     }
@@ -263,26 +323,25 @@ def train(cfg: DiffusionConfig, out: str | None) -> dict:
         "format": FORMAT_VERSION,
         "config": to_dict(cfg),
         "space": {"name": space.name, "shape": list(space.shape)},
-        "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-        "ema": {k: v.detach().cpu().contiguous() for k, v in ema.shadow.items()},
+        "model": cpu_state_dict(model),
+        "ema": cpu_state_dict(ema.shadow),
         "ae": ae_record,
         "data_fingerprint": data.fingerprint,
         "metrics": {k: v for k, v in metrics.items() if k != "schedule"},
     }
-    save_atomic(ckpt, run_dir / CHECKPOINT_NAME)
-    write_json(metrics, run_dir / "metrics.json")
-    save_loss_curve(steps, {f"x0 MSE ({cfg.train.loss_weighting})": losses}, run_dir / "loss.png",
-                    title=f"DDPM training in {space.name} space ({cfg.run_name})")
-    log(f"{step} steps in {train_seconds / 60:.1f} min ({metrics['train_img_per_s']} img/s), "
+    path = finish_run(run_dir, ckpt, CHECKPOINT_NAME, metrics, {f"x0 MSE ({cfg.train.loss_weighting})": losses},
+                      title=f"DDPM training in {space.name} space ({cfg.run_name})")
+    log(f"{progress.step} steps in {train_seconds / 60:.1f} min ({metrics['train_img_per_s']} img/s), "
         f"final loss {metrics['final_loss_mean_last_epoch']:.4f}; {cfg.train.sample_n} DDIM-{cfg.sample.steps} "
         f"samples in {sample_seconds:.1f}s")
-    log(f"saved {run_dir / CHECKPOINT_NAME}")
+    log(f"saved {path}")
+    procs.finish()
     return {"run_dir": str(run_dir), **metrics}
 
 
 def main(argv: list[str]) -> None:
-    cfg, out = parse_args(argv)
-    train(cfg, out)
+    """The command line: parse, then train or resume."""
+    train(*parse_args(argv))
 
 
 if __name__ == "__main__":

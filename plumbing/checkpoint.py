@@ -53,6 +53,13 @@ def save_atomic(obj: dict, path: str | Path) -> Path:
     return path
 
 
+def cpu_state_dict(weights: torch.nn.Module | dict) -> dict:
+    """A module's state dict (or a dict of tensors, e.g. EMA weights) as contiguous CPU tensors,
+    the form every checkpoint stores."""
+    sd = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
+    return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+
+
 def load_checkpoint(path: str | Path, kind: str | None = None, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint safely (no code runs) and check that it is of the expected `kind`."""
     path = Path(path)

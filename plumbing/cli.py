@@ -15,8 +15,22 @@ class UserError(Exception):
     """A problem the user can fix: the message names the problem and the fix."""
 
 
+class Stopped(Exception):
+    """A command that stopped early on request (SIGINT/SIGTERM) after saving what it needs to continue.
+
+    `run_main` prints the message (how to continue; empty: print nothing, e.g. on the non-main
+    processes of a multi-process run) and exits with 128 + the signal number, the shell's
+    convention for a process ended by that signal, so `set -e` scripts do not carry on.
+    """
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 def run_main(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
-    """Call `main(argv)`; turn a UserError into a one-line message and exit status 2.
+    """Call `main(argv)`; turn a UserError into a one-line message and exit status 2, and a
+    requested stop (`Stopped`) into its message and exit status 128 + signal.
 
     `--debug` anywhere on the command line is removed from argv and makes user errors
     re-raise with their full traceback.
@@ -31,6 +45,10 @@ def run_main(main: Callable[[list[str]], None], argv: list[str] | None = None) -
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Stopped as stop:
+        if str(stop):
+            print(str(stop), file=sys.stderr)
+        sys.exit(stop.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

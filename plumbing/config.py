@@ -13,6 +13,7 @@ Unknown keys and values of the wrong type raise a UserError naming the key, so a
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -44,6 +45,13 @@ def load_config(schema: type[T], path: str | Path | None, overrides: list[str] =
             raise UserError(f"config file {path} is not valid YAML ({err.__class__.__name__}); fix its syntax")
         if not isinstance(tree, dict):
             raise UserError(f"config file {path} must hold a mapping of sections; see configs/ for examples")
+    return apply_overrides(schema, tree, overrides)
+
+
+def apply_overrides(schema: type[T], tree: dict, overrides: list[str] = ()) -> T:
+    """Build a `schema` instance from a tree of values (a YAML file's, or a stored config) with the
+    environment and command-line overrides applied on top."""
+    tree = copy.deepcopy(tree)
     for env, key in ENV_KEYS.items():
         if os.environ.get(env) and _has_key(schema, key):
             _set_dotted(tree, key, os.environ[env])
@@ -67,6 +75,17 @@ def to_dict(cfg: Any) -> dict:
 def from_dict(schema: type[T], tree: dict) -> T:
     """Rebuild a config saved with `to_dict` (e.g. from a checkpoint), with the same checks."""
     return _build(schema, tree, prefix="")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1e-3}} -> {"train.lr": 1e-3}: every leaf under its dotted key."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def dump_yaml(cfg: Any, path: str | Path) -> None:

@@ -145,3 +145,11 @@ def machine_summary(device: torch.device) -> dict:
     if device.type == "cuda":
         summary["gpu"] = torch.cuda.get_device_name(device)
     return summary
+
+
+def allow_tf32(device: torch.device) -> None:
+    """On CUDA, let fp32 matrix products and convolutions use TF32 tensor cores (Ampere+): about 8x
+    the fp32 rate at a 10-bit mantissa, which training does not notice. No effect elsewhere."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True

@@ -21,6 +21,23 @@ def warmup_cosine(progress_step: int, total_steps: int, warmup_steps: int, min_r
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * p))
 
 
+def schedule_position(step: int, total_steps: int, seconds: float, budget_minutes: float) -> int:
+    """The step the learning-rate schedule stands at: the step itself, or with a time budget the
+    share of the budget used times the total steps, whichever is further (the cosine is compressed
+    to end within the budget). Without a budget it is a pure function of the step, which is what
+    makes a resumed run exact; with one it follows the wall clock (`seconds`: training time over all
+    sessions of a resumed run)."""
+    if budget_minutes <= 0:
+        return step
+    return max(step, int(total_steps * seconds / (budget_minutes * 60)))
+
+
+def set_learning_rate(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
 class EMA:
     """Exponential moving average of a model's weights (Polyak averaging), used for sampling.
 
@@ -46,9 +63,12 @@ class EMA:
                 self.shadow[k].copy_(v)
 
     def state_dict(self) -> dict:
+        """Decay, update count and the averaged weights (for state checkpoints)."""
         return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
 
     def load_state_dict(self, state: dict) -> None:
+        """Take the averages (and update count) of a saved EMA, keeping this one's devices and layouts."""
         self.decay = state["decay"]
         self.updates = state["updates"]
-        self.shadow = {k: v.clone() for k, v in state["shadow"].items()}
+        for k, v in state["shadow"].items():
+            self.shadow[k].copy_(v)

@@ -6,7 +6,8 @@
         loss.png        the loss curve
         metrics.json    wall time, img/s, final loss and stage-specific numbers
         *.png, *.gif    pictures (reconstruction grids, sample grids)
-        <stage>.pt      the final weights (ae.pt, ldm.pt)
+        <stage>.pt      the final weights (ae.pt, diffusion.pt)
+        state-<step>.pt training-state checkpoints for --resume (plumbing/resume.py)
 """
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from plumbing.checkpoint import save_atomic
 from plumbing.cli import UserError
+from plumbing.config import dump_yaml
+from plumbing.device import machine_summary
 
 CHECKPOINT_ROOT = Path("checkpoints")
 # checkpoints/release/ holds the shipped weights (diffusion/release.py): committed, not a run folder.
@@ -36,6 +40,17 @@ def new_run_dir(out: str | None, run_name: str) -> Path:
             path = CHECKPOINT_ROOT / f"{run_name}-{stamp}-{n}"
             n += 1
     return writable_dir(path)
+
+
+def open_run_dir(out: str | None, cfg, resume_dir: Path | None, is_main: bool) -> Path | None:
+    """The run folder with the resolved config written into it: a resumed run's own folder, else
+    `out` or a new one (see new_run_dir). Only the first process of a multi-process run writes
+    anything: the others get None."""
+    if not is_main:
+        return None
+    run_dir = writable_dir(resume_dir) if resume_dir is not None else new_run_dir(out, cfg.run_name)
+    dump_yaml(cfg, run_dir / "config.yaml")
+    return run_dir
 
 
 def writable_dir(path: str | Path) -> Path:
@@ -65,14 +80,19 @@ def release_dir() -> Path:
 
 
 class RunLog:
-    """Print a line (without breaking tqdm bars) and append it, timestamped, to log.txt."""
+    """Print a line (without breaking tqdm bars) and append it, timestamped, to log.txt.
+    Disabled (silent) on every process but the first of a multi-process run."""
 
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / "log.txt"
+    def __init__(self, run_dir: Path | None, enabled: bool = True):
+        self.path = run_dir / "log.txt" if run_dir is not None else None
+        self.enabled = enabled and run_dir is not None
         self.start = time.time()
 
     def __call__(self, msg: str) -> None:
         from tqdm import tqdm
+
+        if not self.enabled:
+            return
 
         tqdm.write(msg, file=sys.stdout)
         with open(self.path, "a") as f:
@@ -80,7 +100,36 @@ class RunLog:
 
 
 def write_json(obj: dict, path: Path) -> None:
+    """Write `obj` as indented JSON."""
     path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def training_metrics(steps: int, batch_size: int, steps_per_epoch: int, seconds: float, parameters: int,
+                     device, bf16: bool) -> dict:
+    """The metrics.json entries every trainer reports: training time (over all sessions of a
+    resumed run), throughput, steps, epochs, model size, precision, and the machine (so that a
+    report can tell whether two runs shared one)."""
+    return {
+        "train_seconds": round(seconds, 1),
+        "train_img_per_s": round(steps * batch_size / max(seconds, 1e-9), 1),
+        "steps": steps,
+        "epochs_completed": round(steps / max(1, steps_per_epoch), 2),
+        "parameters": parameters,
+        "device": str(device),
+        "bf16": bf16,
+        "machine": machine_summary(device),
+    }
+
+
+def finish_run(run_dir: Path, checkpoint: dict, checkpoint_name: str, metrics: dict,
+               curves: dict[str, list[float]], title: str) -> Path:
+    """The end of every training run: the final checkpoint (atomically, so a crash here leaves no
+    half-written weights), metrics.json and loss.png (each curve against the step)."""
+    path = save_atomic(checkpoint, run_dir / checkpoint_name)
+    write_json(metrics, run_dir / "metrics.json")
+    n = max((len(v) for v in curves.values()), default=0)
+    save_loss_curve(list(range(n)), curves, run_dir / "loss.png", title=title)
+    return path
 
 
 def save_loss_curve(steps: list[int], curves: dict[str, list[float]], path: Path, title: str) -> None:

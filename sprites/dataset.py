@@ -191,12 +191,13 @@ class EpochBatches:
     def __len__(self) -> int:
         return self.n // self.batch_size
 
-    def epoch(self, e: int):
-        """Yield (indices [B], flip mask [B] bool) for epoch `e`."""
+    def epoch(self, e: int, start: int = 0):
+        """Yield (indices [B], flip mask [B] bool) for epoch `e`, from its batch `start` on (a
+        resumed run continues an epoch where its state checkpoint left it)."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + e)
         perm = torch.randperm(self.n, generator=gen)
         flips = (torch.rand(self.n, generator=gen) < 0.5) & self.hflip
-        for b in range(len(self)):
+        for b in range(start, len(self)):
             idx = perm[b * self.batch_size:(b + 1) * self.batch_size]
             yield idx, flips[idx]
 

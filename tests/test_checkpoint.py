@@ -258,3 +258,26 @@ def test_load_lpips_with_damaged_cached_weights(tmp_path, monkeypatch):
     assert url in str(exc.value) and "loss.perceptual_weight=0" in str(exc.value)
 
 
+
+
+@pytest.mark.parametrize("payload_cls", [_Payload, _WritePayload])
+@pytest.mark.parametrize("trainer", ["autoencoder", "diffusion"])
+def test_state_checkpoint_with_pickle_payload_is_refused_on_resume(tmp_path, capsys, payload_cls, trainer):
+    """`--resume RUN_DIR` loads the newest state-<step>.pt with weights_only too: a planted state
+    carrying a payload is refused with one line, and its code never runs."""
+    import importlib
+
+    from plumbing.cli import run_main
+
+    main = importlib.import_module(f"{trainer}.train").main
+    marker = tmp_path / "pwned.txt"
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"kind": f"{trainer}-state", "format": FORMAT_VERSION, "config": {}, "model": {"w": torch.zeros(2)},
+                "rng": payload_cls(marker)}, run / "state-00000010.pt")
+    with pytest.raises(SystemExit) as exit_:
+        run_main(main, ["--resume", str(run)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refused" in err[0] and "state-00000010.pt" in err[0], err
+    assert not marker.exists(), "the pickled code ran while resuming"

@@ -1,0 +1,147 @@
+"""Multi-process training (plumbing/distributed.py): 2 CPU processes with gloo, each training on half
+of every global batch, end with the weights of the 1-process run over the same global batches (up
+to float rounding). The AE runs through torch.multiprocessing.spawn (so that its workers can stub
+LPIPS), the LDM through torchrun, its real entry point."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import autoencoder.train as ae_train
+import diffusion.train as dtrain
+from autoencoder.config import AEConfig
+from plumbing.checkpoint import load_checkpoint
+from plumbing.cli import UserError
+from plumbing.config import load_config
+from plumbing.distributed import Processes
+from tests.helpers import REPO, TINY_AE, TINY_DIFFUSION, subprocess_env
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                                reason="needs torch.distributed with gloo")
+
+ATOL = 1e-5
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _no_lpips(net="alex"):
+    raise UserError("LPIPS weights not available in tests")
+
+
+def _ae_worker(rank: int, world: int, port: int, overrides: list[str], out: str) -> None:
+    """One of `world` training processes, set up as torchrun would set it up."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    ae_train.load_lpips = _no_lpips
+    seen = []  # the batch size of every training forward pass of this process
+    build_vae = ae_train.build_vae
+
+    def recording_vae(cfg):
+        vae = build_vae(cfg)
+        forward = vae.forward
+
+        def record(x, eps=None):
+            seen.append(len(x))
+            return forward(x, eps)
+        vae.forward = record
+        return vae
+
+    ae_train.build_vae = recording_vae
+    ae_train.train(load_config(AEConfig, None, overrides), out)
+    Path(out, f"batches_rank{rank}.txt").write_text(" ".join(map(str, seen)))
+
+
+def _assert_close(a: dict, b: dict) -> None:
+    """Every weight within ATOL, except the key biases of self-attention: softmax(q.(k + b_k)) does
+    not depend on b_k, so its gradient is exactly zero and what the backward pass computes for it is
+    rounding noise, which AdamW normalises into steps of any sign. Those entries are compared for
+    what matters, that they stay useless: the networks' outputs (see _assert_same_function)."""
+    assert a.keys() == b.keys()
+    for k in a:
+        x, y = a[k].float(), b[k].float()
+        if k.endswith("qkv.bias"):  # [q | k | v] biases, C each: drop the key part
+            c = len(x) // 3
+            x, y = torch.cat([x[:c], x[2 * c:]]), torch.cat([y[:c], y[2 * c:]])
+        assert torch.allclose(x, y, atol=ATOL, rtol=0), (k, (x - y).abs().max())
+
+
+def _assert_same_function(a: dict, b: dict) -> None:
+    """The two diffusion checkpoints' U-Nets (weights and EMA) give the same x0 predictions."""
+    from diffusion.config import DiffusionConfig
+    from plumbing.config import from_dict
+
+    cfg = from_dict(DiffusionConfig, a["config"])
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, *a["space"]["shape"], generator=gen)
+    t = torch.randint(0, cfg.schedule.T, (4,), generator=gen)
+    for part in ("model", "ema"):
+        nets = []
+        for ckpt in (a, b):
+            net = dtrain.build_unet(cfg, a["space"]["shape"][0]).eval()
+            net.load_state_dict(ckpt[part])
+            nets.append(net)
+        with torch.no_grad():
+            assert torch.allclose(nets[0](x, t), nets[1](x, t), atol=ATOL, rtol=0), part
+
+
+def _last_step_change(run_dir: Path, part: str = "model") -> float:
+    """How far the last optimiser step moved the weights (from the two newest state checkpoints):
+    the tolerance must be far below it for the comparison to mean anything."""
+    before, after = (load_checkpoint(p)[part] for p in sorted(run_dir.glob("state-*.pt"))[-2:])
+    return max((after[k].float() - before[k].float()).abs().max().item() for k in after)
+
+
+def test_ae_two_processes_equal_one(sprite_dir, tmp_path, no_lpips):
+    # 21 training images, global batches of 8 (4 per process), 3 epochs: 6 steps
+    overrides = [f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}", *TINY_AE, "train.epochs=3",
+                 "train.ckpt_every=1"]
+    one = ae_train.train(load_config(AEConfig, None, overrides), str(tmp_path / "one"))
+    assert one["steps"] == 6
+    mp.spawn(_ae_worker, args=(2, _free_port(), overrides, str(tmp_path / "two")), nprocs=2, join=True)
+    a, b = (load_checkpoint(tmp_path / name / "ae.pt", kind="autoencoder") for name in ("one", "two"))
+    _assert_close(a["model"], b["model"])
+    assert _last_step_change(tmp_path / "one") > 10 * ATOL
+    log = (tmp_path / "two" / "log.txt").read_text()
+    assert "2 processes, 4 images each of every batch of 8" in log
+    assert log.count("step 6/6") == 1  # process 0 alone logs
+    assert sorted(p.name for p in (tmp_path / "two").glob("state-*.pt")) == ["state-00000005.pt", "state-00000006.pt"]
+    for rank in (0, 1):  # each process trained on its 4 rows of every batch of 8
+        assert (tmp_path / "two" / f"batches_rank{rank}.txt").read_text() == "4 4 4 4 4 4"
+
+
+def test_ldm_two_processes_under_torchrun_equal_one(sprite_dir, tmp_path):
+    overrides = [f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}", "space=pixel", *TINY_DIFFUSION,
+                 "train.epochs=3", "train.max_minutes=0", "train.ckpt_every=1"]
+    dtrain.main(["--config", str(REPO / "configs/pixel.yaml"), "--out", str(tmp_path / "one"), *overrides])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+           "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+           "-m", "diffusion.train", "--config", "configs/pixel.yaml", "--out", str(tmp_path / "two"), *overrides]
+    proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = (load_checkpoint(tmp_path / name / "diffusion.pt", kind="diffusion") for name in ("one", "two"))
+    assert a["metrics"]["steps"] == b["metrics"]["steps"] == 6
+    _assert_close(a["model"], b["model"])
+    _assert_close(a["ema"], b["ema"])
+    _assert_same_function(a, b)
+    assert _last_step_change(tmp_path / "one") > 10 * ATOL
+    assert "2 processes, 4 images each of every batch of 8" in (tmp_path / "two" / "log.txt").read_text()
+
+
+def test_batch_not_divisible_by_the_processes():
+    with pytest.raises(UserError, match=r"train.batch_size=10 is not divisible by the 4 training processes"):
+        Processes(rank=1, world_size=4).local_rows(10)
+    assert [Processes(rank=r, world_size=4).local_rows(8) for r in range(4)] == \
+        [slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 8)]
