@@ -25,10 +25,10 @@ from plumbing.cli import UserError, run_main
 from plumbing.config import load_config, to_dict
 from plumbing.device import autocast, bf16_pays, precision_note, seed_everything
 from plumbing.distributed import start_processes
-from plumbing.optim import schedule_position, set_learning_rate, warmup_cosine
+from plumbing.optim import scheduled_lr, set_learning_rate
 from plumbing.pictures import save_grid
 from plumbing.resume import (RESUMABLE_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint,
-                             open_resume, resume_config, signal_hook_for_tests)
+                             open_resume, resume_config)
 from plumbing.runs import RunLog, finish_run, open_run_dir, training_metrics
 from sprites.dataset import EpochBatches, load_sprites, pixel_batch, to_unit_range
 
@@ -116,7 +116,7 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
     holdout = to_unit_range(data.holdout())
 
     run_dir = open_run_dir(out, cfg, resumed and resumed.run_dir, procs.is_main)
-    log = RunLog(run_dir, procs.is_main)
+    log = RunLog(run_dir)  # silent on processes other than the first (no run folder)
     use_bf16 = cfg.train.bf16 and bf16_pays(device)
     log(f"run folder {run_dir} | device {device} | {precision_note(device, cfg.train.bf16)}")
     if procs.distributed:
@@ -156,7 +156,6 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
     train_vae = procs.wrap(vae, cfg.train.compile)  # DDP over the processes, torch.compile if asked
 
     total_steps = cfg.train.epochs * len(batches)
-    after_step = signal_hook_for_tests()
     stopped_early = False
     progress.start_clock()
     bar = tqdm(total=total_steps, initial=progress.step, desc="AE", unit="step", dynamic_ncols=True,
@@ -165,13 +164,11 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
     with StopSignals() as stop, bar:
         for epoch in range(progress.epoch, cfg.train.epochs):
             for idx, flip in batches.epoch(epoch, start=progress.batch):
-                # The schedule runs on steps, or on wall time when a budget is set (whichever is further).
-                position = schedule_position(progress.step, total_steps, progress.seconds(), cfg.train.max_minutes)
-                if position >= total_steps:
+                lr = scheduled_lr(cfg.train, progress.step, total_steps, progress.seconds())
+                if lr is None:  # the time budget (train.max_minutes) is used up
                     stopped_early = True
                     break
-                set_learning_rate(opt, cfg.train.lr * warmup_cosine(position, total_steps, cfg.train.warmup_steps,
-                                                                   cfg.train.lr_min_ratio))
+                set_learning_rate(opt, lr)
                 # Every process draws the posterior noise of the whole global batch and takes its rows.
                 eps = torch.randn((len(idx), *latent_shape), generator=gen)[rows]
                 x = pixel_batch(train_images, idx[rows], flip[rows]).to(device).contiguous(memory_format=memory_format)
@@ -220,12 +217,7 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
                 if progress.step % cfg.train.log_every == 0:
                     log(f"epoch {epoch} step {progress.step}/{total_steps} loss {logged['total']:.4f} "
                         f"l1 {logged['l1']:.4f} kl {logged['kl']:.2f} lr {opt.param_groups[0]['lr']:.2e}")
-                if state.due(progress.step):
-                    state.save(progress)
-                after_step(progress.step)
-                signum = procs.max(stop.requested)
-                if signum:
-                    raise state.stop(progress, signum, procs.barrier, log)
+                state.end_of_step(progress, stop, procs, log)  # state checkpoint when due; stop on a signal
             if stopped_early:
                 break
             if (procs.is_main and cfg.train.grid_every and (epoch + 1) % cfg.train.grid_every == 0

@@ -5,13 +5,12 @@ is doing well for convolutions with 32 to 128 channels; one at 5% is bound by so
 """
 from __future__ import annotations
 
-import os
 import platform
 import statistics
 
 import torch
 
-from plumbing.device import bf16_native, bf16_pays, matmul_seconds, cpu_model
+from plumbing.device import bf16_native, bf16_pays, machine_summary, matmul_seconds
 
 # A bf16 product is measured at the full size only if a probe says it takes at most this long:
 # without native bf16 (no AVX512-BF16 / AMX) a 2048^3 product runs at ~0.3 GFLOP/s, about a minute.
@@ -34,10 +33,7 @@ def measure_machine(matmul_size: int, repeats: int) -> dict:
     """CPU, torch, threads, native bf16, and the fp32 and bf16 matmul rates (a benchmark job)."""
     cpu = torch.device("cpu")
     return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        **machine_summary(cpu),  # CPU model, cores, torch threads, torch: as every run's metrics.json
         "python": platform.python_version(),
         "bf16_native": bf16_native(cpu), "bf16_used": bf16_pays(cpu),
         "matmul": {"fp32": matmul_rate(matmul_size, torch.float32, repeats),

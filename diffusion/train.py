@@ -33,10 +33,10 @@ from plumbing.cli import UserError, run_main
 from plumbing.config import load_config, to_dict
 from plumbing.device import autocast, bf16_pays, precision_note, seed_everything
 from plumbing.distributed import start_processes
-from plumbing.optim import EMA, schedule_position, set_learning_rate, warmup_cosine
+from plumbing.optim import EMA, scheduled_lr, set_learning_rate
 from plumbing.pictures import save_grid
 from plumbing.resume import (RESUMABLE_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint,
-                             open_resume, resume_config, signal_hook_for_tests)
+                             open_resume, resume_config)
 from plumbing.runs import RunLog, finish_run, newest_run_file, open_run_dir, training_metrics
 from sprites.dataset import EpochBatches, load_sprites
 from sprites.labels import TYPES, default_table_path, label_counts, load_type_table, type_labels
@@ -189,7 +189,7 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     batches = EpochBatches(len(train_images), cfg.train.batch_size, cfg.seed, cfg.data.hflip)
     space, ae_record = build_space(cfg, device, resumed.state["ae"] if resumed else None)
     run_dir = open_run_dir(out, cfg, resumed and resumed.run_dir, procs.is_main)
-    log = RunLog(run_dir, procs.is_main)
+    log = RunLog(run_dir)  # silent on processes other than the first (no run folder)
     use_bf16 = cfg.train.bf16 and bf16_pays(device)
     log(f"run folder {run_dir} | device {device} | space {space.name} {space.shape} | "
         f"{precision_note(device, cfg.train.bf16)}")
@@ -230,7 +230,6 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     procs.seed_dropout(cfg.seed, progress.step)  # several processes: each its own dropout noise
 
     total_steps = cfg.train.epochs * len(batches)
-    after_step = signal_hook_for_tests()
     losses = progress.history["loss"]
     stopped_early = False
     progress.start_clock()
@@ -240,12 +239,11 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     with StopSignals() as stop, bar:
         for epoch in range(progress.epoch, cfg.train.epochs):
             for idx, flip in batches.epoch(epoch, start=progress.batch):
-                position = schedule_position(progress.step, total_steps, progress.seconds(), cfg.train.max_minutes)
-                if position >= total_steps:
+                lr = scheduled_lr(cfg.train, progress.step, total_steps, progress.seconds())
+                if lr is None:  # the time budget (train.max_minutes) is used up
                     stopped_early = True
                     break
-                set_learning_rate(opt, cfg.train.lr * warmup_cosine(position, total_steps, cfg.train.warmup_steps,
-                                                                   cfg.train.lr_min_ratio))
+                set_learning_rate(opt, lr)
                 # Every process draws the whole global batch (the draws one process would make) and
                 # trains on its own rows of it.
                 x0 = space.batch(idx, flip, gen)
@@ -281,12 +279,7 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
                 if progress.step % cfg.train.log_every == 0:
                     log(f"epoch {epoch} step {progress.step}/{total_steps} loss {logged:.4f} "
                         f"lr {opt.param_groups[0]['lr']:.2e}")
-                if state.due(progress.step):
-                    state.save(progress)
-                after_step(progress.step)
-                signum = procs.max(stop.requested)
-                if signum:
-                    raise state.stop(progress, signum, procs.barrier, log)
+                state.end_of_step(progress, stop, procs, log)  # state checkpoint when due; stop on a signal
             if stopped_early:
                 break
             if (procs.is_main and cfg.train.sample_every and (epoch + 1) % cfg.train.sample_every == 0

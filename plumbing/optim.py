@@ -32,6 +32,17 @@ def schedule_position(step: int, total_steps: int, seconds: float, budget_minute
     return max(step, int(total_steps * seconds / (budget_minutes * 60)))
 
 
+def scheduled_lr(train, step: int, total_steps: int, seconds: float) -> float | None:
+    """The learning rate of the next step: `train.lr` times the warm-up + cosine multiplier at the
+    schedule's position (`schedule_position`, which follows the wall clock under a time budget), or
+    None once that position reaches `total_steps` (the time budget is used up: stop training).
+    `train` is a trainer's train config (lr, warmup_steps, lr_min_ratio, max_minutes)."""
+    position = schedule_position(step, total_steps, seconds, train.max_minutes)
+    if position >= total_steps:
+        return None
+    return train.lr * warmup_cosine(position, total_steps, train.warmup_steps, train.lr_min_ratio)
+
+
 def set_learning_rate(opt: torch.optim.Optimizer, lr: float) -> None:
     """Set the learning rate of every parameter group."""
     for group in opt.param_groups:

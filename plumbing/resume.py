@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from plumbing.checkpoint import FORMAT_VERSION, load_checkpoint, save_atomic
+from plumbing.checkpoint import FORMAT_VERSION, cpu_state_dict, load_checkpoint, save_atomic
 from plumbing.cli import Stopped, UserError
 from plumbing.config import apply_overrides, flatten, to_dict
 
@@ -147,6 +147,7 @@ class TrainingState:
         self.extra = extra or {}
         self.last_saved: Path | None = None
         self.last_saved_step = -1
+        self.test_hook = signal_hook_for_tests()
 
     def due(self, step: int) -> bool:
         """Whether a periodic state checkpoint is due after `step` steps."""
@@ -170,7 +171,7 @@ class TrainingState:
                 continue
             sd = part.state_dict()
             if isinstance(part, torch.nn.Module):
-                sd = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+                sd = cpu_state_dict(sd)
                 bad = [k for k, v in sd.items() if v.dtype.is_floating_point and not torch.isfinite(v).all()]
                 if bad:
                     raise UserError(f"the weights ({name}.{bad[0]}) are not finite after step {progress.step}; "
@@ -193,6 +194,17 @@ class TrainingState:
         progress = Progress.from_dict(state["progress"])
         self.last_saved, self.last_saved_step = resumed.path, progress.step
         return progress
+
+    def end_of_step(self, progress: Progress, stop: "StopSignals", procs, log) -> None:
+        """What every trainer does after each optimiser step: the periodic state checkpoint when it
+        is due, the tests' signal hook (TEST_SIGNAL_ENV), and, once a stop signal has arrived on any
+        process (`procs.max` agrees on it), the final state checkpoint and the `Stopped` raised."""
+        if self.due(progress.step):
+            self.save(progress)
+        self.test_hook(progress.step)
+        signum = procs.max(stop.requested)
+        if signum:
+            raise self.stop(progress, signum, procs.barrier, log)
 
     def stop(self, progress: Progress, signum: int, barrier, log) -> Stopped:
         """After a stop signal: write the state checkpoint (unless this step's is written), wait for

@@ -81,17 +81,17 @@ def release_dir() -> Path:
 
 class RunLog:
     """Print a line (without breaking tqdm bars) and append it, timestamped, to log.txt.
-    Disabled (silent) on every process but the first of a multi-process run."""
+    Silent without a run folder: on every process but the first of a multi-process run
+    (`open_run_dir` gives them None)."""
 
-    def __init__(self, run_dir: Path | None, enabled: bool = True):
+    def __init__(self, run_dir: Path | None):
         self.path = run_dir / "log.txt" if run_dir is not None else None
-        self.enabled = enabled and run_dir is not None
         self.start = time.time()
 
     def __call__(self, msg: str) -> None:
         from tqdm import tqdm
 
-        if not self.enabled:
+        if self.path is None:
             return
 
         tqdm.write(msg, file=sys.stdout)

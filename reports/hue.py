@@ -34,7 +34,7 @@ import json
 import torch
 
 from plumbing.cli import UserError, run_main
-from plumbing.device import bf16_pays, pick_device
+from plumbing.device import pick_device
 from plumbing.pictures import save_grid
 from plumbing.runs import newest_run_file, writable_dir
 from sprites.dataset import load_sprites, to_unit_range
@@ -88,22 +88,6 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-@torch.no_grad()
-def sample_type(ckpt: str, type_index: int, n: int, guidance: float, seed: int, steps: int, device) -> torch.Tensor:
-    """n DDIM samples of one type at one guidance scale, decoded to pixels in [-1, 1]."""
-    from diffusion.sample import load_diffusion
-    from diffusion.sampling import ddim_sample
-    from diffusion.train import make_denoiser
-
-    model, schedule, space, cfg = load_diffusion(ckpt, device)
-    labels = torch.full((n,), type_index)
-    use_bf16 = cfg.train.bf16 and bf16_pays(device)
-    denoise = make_denoiser(model, schedule, cfg.model.x0_skip, device, use_bf16, labels, guidance)
-    x, _ = ddim_sample(denoise, schedule, (n, *space.shape), torch.Generator().manual_seed(seed), device,
-                       space.clip, steps=steps)
-    return space.decode(x).cpu()
-
-
 def parse_args(argv: list[str]):
     p = argparse.ArgumentParser(prog="python -m reports.hue", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,10 +110,10 @@ def main(argv: list[str]) -> None:
     if ckpt is None:
         raise UserError("no diffusion checkpoint found under checkpoints/; pass --ckpt")
     device = pick_device(args.device)
-    from diffusion.sample import load_diffusion
+    from diffusion.sample import generate, load_diffusion
     from diffusion.train import num_classes, training_labels
 
-    _, _, _, cfg = load_diffusion(ckpt, device)
+    model, schedule, space, cfg = load_diffusion(ckpt, device)  # once, for every type and scale
     if num_classes(cfg) == 0:
         raise UserError(f"{ckpt} is unconditional; train with configs/ldm_types.yaml (cond.labels=type1)")
     types = [parse_type(t) for t in args.types]
@@ -147,7 +131,9 @@ def main(argv: list[str]) -> None:
         rows.append((name, "real, this type", same, 0.0, total_variation(same["hist"], other["hist"])))
         rows.append((name, "real, other types", other, total_variation(other["hist"], same["hist"]), 0.0))
         for s in args.guidance:
-            imgs = sample_type(ckpt, ti, args.n, s, args.seed, args.steps, device)
+            # n DDIM samples of this type at guidance s, decoded to pixels; the same seed for every row
+            imgs, _, _ = generate(model, schedule, space, cfg, device, args.n, "ddim", steps=args.steps,
+                                  seed=args.seed, labels=torch.full((args.n,), ti), guidance=s)
             save_grid(imgs[:16], out / f"{name.lower()}_guidance{s:g}.png", nrow=8)
             gen = hue_summary(imgs)
             rows.append((name, f"samples, guidance {s:g}", gen, total_variation(gen["hist"], same["hist"]),

@@ -66,12 +66,9 @@ def make_ae_config(sprite_dir, tmp_path, monkeypatch):
 def no_lpips(monkeypatch):
     """Training tries LPIPS for its final metrics; make that fail fast (as without weights)."""
     import autoencoder.train
-    from plumbing.cli import UserError
+    from tests.helpers import lpips_unavailable
 
-    def unavailable(net="alex"):
-        raise UserError("LPIPS weights not available in tests")
-
-    monkeypatch.setattr(autoencoder.train, "load_lpips", unavailable)
+    monkeypatch.setattr(autoencoder.train, "load_lpips", lpips_unavailable)
 
 
 @pytest.fixture(scope="session")
@@ -82,19 +79,13 @@ def tiny_runs(sprite_dir, tmp_path_factory) -> dict:
     from autoencoder.config import AEConfig
     from diffusion import train as dtrain
     from diffusion.config import DiffusionConfig
-    from plumbing.cli import UserError
     from plumbing.config import load_config
-    from tests.helpers import TINY_DIFFUSION
+    from tests.helpers import TINY_DIFFUSION, offline_training
 
     root = tmp_path_factory.mktemp("tiny_runs")
     common = [f"data.root={sprite_dir}", f"data.cache_dir={root / 'cache'}"]
 
-    def no_lpips(net="alex"):
-        raise UserError("LPIPS weights not available in tests")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("POKEMON_DATA", raising=False)
-        mp.setattr(ae_train, "load_lpips", no_lpips)
+    with offline_training():
         ae = ae_train.train(load_config(AEConfig, None, common + TINY_AE), str(root / "ae"))
         ae_path = Path(ae["run_dir"]) / "ae.pt"
         diffusion = common + TINY_DIFFUSION + ["data.holdout=0.25", "train.epochs=3"]

@@ -1,6 +1,7 @@
 """Helpers shared by the tests: synthetic sprites, the tiny AE overrides, a subprocess environment."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -90,3 +91,25 @@ TINY_DIFFUSION = [
     "train.bf16=false",
     "sample.steps=5",
 ]
+
+
+def lpips_unavailable(net: str = "alex"):
+    """Stands in for autoencoder.train.load_lpips: fails fast, as on a machine without the weights."""
+    from plumbing.cli import UserError
+
+    raise UserError("LPIPS weights not available in tests")
+
+
+@contextlib.contextmanager
+def offline_training():
+    """The conditions of in-process training in the tests: no POKEMON_DATA from the environment and
+    LPIPS weights that are unavailable. A context manager (yielding its MonkeyPatch for more patches),
+    so that module- and session-scoped fixtures can use it too."""
+    import pytest
+
+    import autoencoder.train as ae_train
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("POKEMON_DATA", raising=False)
+        mp.setattr(ae_train, "load_lpips", lpips_unavailable)
+        yield mp

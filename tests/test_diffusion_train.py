@@ -24,7 +24,7 @@ from diffusion.sampling import ddim_sample, ddpm_sample
 from plumbing.checkpoint import file_sha256, load_checkpoint, save_atomic
 from plumbing.cli import UserError, run_main
 from plumbing.config import load_config
-from tests.helpers import REPO, TINY_AE, TINY_DIFFUSION, subprocess_env
+from tests.helpers import REPO, TINY_AE, TINY_DIFFUSION, offline_training, subprocess_env
 
 RUN_FILES = ["config.yaml", "log.txt", "loss.png", "samples.png", "metrics.json", "diffusion.pt"]
 
@@ -75,13 +75,7 @@ def pixel_run(sprite_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def latent_run(sprite_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("latent")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("POKEMON_DATA", raising=False)
-
-        def no_lpips(net="alex"):
-            raise UserError("LPIPS weights not available in tests")
-
-        mp.setattr(ae_train, "load_lpips", no_lpips)
+    with offline_training():
         ae_cfg = load_config(AEConfig, None, [f"data.root={sprite_dir}", f"data.cache_dir={root / 'cache'}"] + TINY_AE)
         ae_result = ae_train.train(ae_cfg, str(root / "ae"))
     ae_path = Path(ae_result["run_dir"]) / "ae.pt"

@@ -21,7 +21,7 @@ from plumbing.checkpoint import load_checkpoint
 from plumbing.cli import UserError
 from plumbing.config import load_config
 from plumbing.distributed import Processes
-from tests.helpers import REPO, TINY_AE, TINY_DIFFUSION, subprocess_env
+from tests.helpers import REPO, TINY_AE, TINY_DIFFUSION, lpips_unavailable, subprocess_env
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="needs torch.distributed with gloo")
@@ -36,16 +36,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _no_lpips(net="alex"):
-    raise UserError("LPIPS weights not available in tests")
-
-
 def _ae_worker(rank: int, world: int, port: int, overrides: list[str], out: str) -> None:
     """One of `world` training processes, set up as torchrun would set it up."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    ae_train.load_lpips = _no_lpips
+    ae_train.load_lpips = lpips_unavailable
     seen = []  # the batch size of every training forward pass of this process
     build_vae = ae_train.build_vae
 

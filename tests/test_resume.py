@@ -24,7 +24,7 @@ import diffusion.train as dtrain
 from plumbing.checkpoint import load_checkpoint
 from plumbing.cli import UserError, run_main
 from plumbing.resume import TEST_SIGNAL_ENV, Progress, TrainingState, state_files
-from tests.helpers import REPO, TINY_AE, TINY_DIFFUSION, subprocess_env
+from tests.helpers import REPO, TINY_AE, TINY_DIFFUSION, offline_training, subprocess_env
 
 # 21 training images, batches of 4: 5 steps per epoch, 10 in all; state checkpoints after steps 3, 6
 # and 9 (the newest 2 kept). Killed after step 8, the run resumes from step 6 (epoch 1, batch 1) and
@@ -88,15 +88,9 @@ def _one_line_error(capsys, main, argv) -> str:
 def ae_reference(sprite_dir, tmp_path_factory):
     """The uninterrupted run of RESUME_RUN, in-process."""
     root = tmp_path_factory.mktemp("ae_ref")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("POKEMON_DATA", raising=False)
-        mp.setattr(ae_train, "load_lpips", _no_lpips)
+    with offline_training():
         ae_train.main(["--out", str(root / "run"), *_ae_args(sprite_dir, root / "cache")])
     return root / "run"
-
-
-def _no_lpips(net="alex"):
-    raise UserError("LPIPS weights not available in tests")
 
 
 def test_ae_killed_and_resumed_is_bitwise_identical(ae_reference, sprite_dir, tmp_path, no_lpips):
@@ -235,9 +229,7 @@ def test_a_failed_write_keeps_the_previous_states(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def tiny_ae(sprite_dir, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("resume_ae")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("POKEMON_DATA", raising=False)
-        mp.setattr(ae_train, "load_lpips", _no_lpips)
+    with offline_training():
         ae_train.main(["--out", str(root / "ae"), f"data.root={sprite_dir}", f"data.cache_dir={root / 'cache'}",
                        *TINY_AE])
     return root / "ae" / "ae.pt"
@@ -268,9 +260,7 @@ def test_ldm_killed_and_resumed_is_bitwise_identical(tiny_ae, sprite_dir, tmp_pa
 def stopped_ae_run(sprite_dir, tmp_path_factory):
     """An AE run stopped by SIGTERM after step 3 (in-process), for the refusal tests."""
     root = tmp_path_factory.mktemp("stopped")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("POKEMON_DATA", raising=False)
-        mp.setattr(ae_train, "load_lpips", _no_lpips)
+    with offline_training() as mp:
         mp.setenv(TEST_SIGNAL_ENV, "TERM@3")
         with pytest.raises(SystemExit):
             run_main(ae_train.main, ["--out", str(root / "run"), *_ae_args(sprite_dir, root / "cache")])

@@ -20,7 +20,7 @@ from plumbing.checkpoint import FORMAT_VERSION, load_checkpoint
 from plumbing.cli import UserError
 from plumbing.config import load_config, to_dict
 from sprites.dataset import load_sprites, to_unit_range
-from tests.helpers import TINY_AE
+from tests.helpers import TINY_AE, offline_training
 
 RUN_FILES = ["config.yaml", "log.txt", "loss.png", "reconstructions.png", "metrics.json", "ae.pt"]
 
@@ -115,17 +115,11 @@ def trained(sprite_dir, tmp_path_factory):
     """One 60-step training run on the synthetic sprites (about 3 s), shared by several tests."""
     root = tmp_path_factory.mktemp("trained")
     captured = {}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("POKEMON_DATA", raising=False)
-
-        def no_lpips(net="alex"):
-            raise UserError("LPIPS weights not available in tests")
-
+    with offline_training() as mp:
         def capture(cfg):
             captured["vae"] = build_vae(cfg)
             return captured["vae"]
 
-        mp.setattr(ae_train, "load_lpips", no_lpips)
         mp.setattr(ae_train, "build_vae", capture)
         cfg = load_config(AEConfig, None, [f"data.root={sprite_dir}", f"data.cache_dir={root / 'cache'}"] + TINY_AE
                           + ["train.epochs=30", "train.grid_every=10"])
