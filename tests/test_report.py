@@ -200,7 +200,13 @@ def test_moved_run_folder_still_finds_its_files(tiny_runs, tmp_path):
     shutil.copytree(tiny_runs["ldm"], moved)
     (moved / "metrics.json").unlink()
     run = compare.load_run(str(moved), "latent", "--ldm")
-    assert run.metrics["train_seconds"] > 0 and run.ae["metrics"]["train_seconds"] > 0
+    # Compare with the files the runs wrote (a tiny run can round to 0.0 s, so no "> 0" here).
+    ldm_metrics = json.loads((tiny_runs["ldm"] / "metrics.json").read_text())
+    ae_metrics = json.loads((tiny_runs["ae"] / "metrics.json").read_text())
+    assert run.metrics["train_seconds"] == ldm_metrics["train_seconds"]
+    assert run.metrics["steps"] == ldm_metrics["steps"] > 0
+    assert run.ae["metrics"]["train_seconds"] == ae_metrics["train_seconds"]
+    assert run.ae["metrics"]["steps"] == ae_metrics["steps"] > 0
 
 
 def test_gifs_are_thinned_until_the_figures_fit(tmp_path):
