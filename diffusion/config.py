@@ -54,6 +54,12 @@ class TrainConfig:
     # (Hang et al. 2023); trunc_snr: max(SNR(t), 1) (Salimans & Ho 2022).
     loss_weighting: Literal["uniform", "min_snr", "trunc_snr"] = "uniform"
     snr_gamma: float = 5.0
+    # Which noise levels the training steps see: uniform (t ~ Uniform{0..T-1}, Ho et al. 2020) or
+    # log_snr_normal (log SNR(t) ~ N(log_snr_mean, log_snr_std^2), mapped to the nearest t; Karras et
+    # al. 2022's log-normal noise levels, here for unit-variance data).
+    t_sampling: Literal["uniform", "log_snr_normal"] = "uniform"
+    log_snr_mean: float = 1.0
+    log_snr_std: float = 2.4
     bf16: bool = True                # bf16 autocast where the hardware supports it natively
     channels_last: bool = False
     log_every: int = 50
@@ -112,6 +118,8 @@ class DiffusionConfig:
             raise UserError(f"cond.drop_prob={self.cond.drop_prob} must be in [0, 1]")
         if not 0.0 <= self.train.ema_decay < 1.0:
             raise UserError(f"train.ema_decay={self.train.ema_decay} must be in [0, 1)")
+        if not self.train.log_snr_std > 0:
+            raise UserError(f"train.log_snr_std={self.train.log_snr_std} must be positive")
         if self.train.ckpt_every < 0:
             raise UserError(f"train.ckpt_every={self.train.ckpt_every} must be >= 0 (0: checkpoint only on a stop signal)")
         if self.train.keep_last < 1:

@@ -100,6 +100,20 @@ class LinearSchedule:
         """Signal-to-noise ratio SNR(t) = alpha_bar_t / (1 - alpha_bar_t)."""
         return self.alpha_bars[t.cpu()] / (1.0 - self.alpha_bars[t.cpu()])
 
+    def log_snr(self) -> torch.Tensor:
+        """log SNR(t) for every t = 0..T-1 (float64): strictly decreasing in t, about 9.2 at t = 0 and
+        -10.1 at t = T-1 for the default schedule."""
+        return torch.log(self.alpha_bars) - torch.log1p(-self.alpha_bars)
+
+    def t_from_log_snr(self, log_snr: torch.Tensor) -> torch.Tensor:
+        """The step t whose log SNR(t) is nearest to each value (values outside the schedule's range
+        map to t = 0 or t = T-1). Inverts `log_snr` on its grid: t_from_log_snr(log_snr()[t]) == t."""
+        table = self.log_snr().flip(0)                  # increasing: table[i] = log SNR(T-1-i)
+        value = log_snr.to(torch.float64).clamp(table[0], table[-1])
+        right = torch.searchsorted(table, value).clamp(1, self.T - 1)
+        nearer_left = (value - table[right - 1]) <= (table[right] - value)
+        return (self.T - 1 - (right - nearer_left.long())).long()
+
     # -- diagnostics ------------------------------------------------------------------------
 
     def diagnostics(self, x0: torch.Tensor | None = None) -> dict:

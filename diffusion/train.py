@@ -5,7 +5,8 @@
     torchrun --nproc_per_node=N -m diffusion.train ...        (N processes, plumbing/distributed.py)
 
 Training objective, per batch (Ho et al. 2020 with the x0 parameterisation):
-    t ~ Uniform{0, ..., T-1},  eps ~ N(0, I),  x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps
+    t ~ p(t) (train.t_sampling: uniform, or log-normal in SNR),  eps ~ N(0, I),
+    x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps
     L = mean_b  w(t_b) * || f_theta(x_t, t) - x_0 ||^2 / D        (D = dimensions of x_0)
 with w(t) = 1 (uniform), min(SNR(t), gamma) or max(SNR(t), 1) (train.loss_weighting).
 
@@ -131,6 +132,20 @@ def loss_weights(schedule: LinearSchedule, t: torch.Tensor, kind: str, gamma: fl
     return snr.clamp(max=gamma) if kind == "min_snr" else snr.clamp(min=1.0)
 
 
+def draw_t(schedule: LinearSchedule, n: int, cfg, gen: torch.Generator) -> torch.Tensor:
+    """The training steps t of one batch (train.t_sampling, see TrainConfig):
+        uniform:         t ~ Uniform{0, ..., T-1}
+        log_snr_normal:  lambda ~ N(log_snr_mean, log_snr_std^2),  t = argmin_s |log SNR(s) - lambda|
+    Under uniform t about half the steps of the linear schedule have SNR < 0.09, where the best x0
+    estimate is little more than the data mean; the log-normal puts most steps at SNR 0.1-100, where
+    the shapes are decided (Karras et al. 2022, sec. 5: ln sigma ~ N(-1.2, 1.2^2) for data of std 0.5,
+    which is log SNR ~ N(1.0, 2.4^2) for unit-variance data, sigma^2 = 1 / SNR)."""
+    if cfg.t_sampling == "uniform":
+        return torch.randint(0, schedule.T, (n,), generator=gen)
+    log_snr = cfg.log_snr_mean + cfg.log_snr_std * torch.randn(n, generator=gen, dtype=torch.float64)
+    return schedule.t_from_log_snr(log_snr)
+
+
 def predict_x0(model: UNet, schedule: LinearSchedule, xt: torch.Tensor, t: torch.Tensor, x0_skip: bool,
                use_bf16: bool, y: torch.Tensor | None = None) -> torch.Tensor:
     """x0_hat from the network: f(x_t, t[, y]), or with model.x0_skip
@@ -247,7 +262,7 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
                 # Every process draws the whole global batch (the draws one process would make) and
                 # trains on its own rows of it.
                 x0 = space.batch(idx, flip, gen)
-                t = torch.randint(0, schedule.T, (len(x0),), generator=gen)
+                t = draw_t(schedule, len(x0), cfg.train, gen)
                 noise = torch.randn(x0.shape, generator=gen)
                 y = None
                 if train_labels is not None:  # classifier-free guidance: drop some labels to "no label"
@@ -322,7 +337,7 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
         "data_fingerprint": data.fingerprint,
         "metrics": {k: v for k, v in metrics.items() if k != "schedule"},
     }
-    path = finish_run(run_dir, ckpt, CHECKPOINT_NAME, metrics, {f"x0 MSE ({cfg.train.loss_weighting})": losses},
+    path = finish_run(run_dir, ckpt, CHECKPOINT_NAME, metrics, {f"x0 MSE ({cfg.train.loss_weighting} weight, t {cfg.train.t_sampling})": losses},
                       title=f"DDPM training in {space.name} space ({cfg.run_name})")
     log(f"{progress.step} steps in {train_seconds / 60:.1f} min ({metrics['train_img_per_s']} img/s), "
         f"final loss {metrics['final_loss_mean_last_epoch']:.4f}; {cfg.train.sample_n} DDIM-{cfg.sample.steps} "

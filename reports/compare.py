@@ -30,7 +30,8 @@ Where the numbers come from:
     noise: the bad end). FID/KID only where torch-fidelity's Inception weights are on disk.
   * Forward process: diffusion.forward's statistics of x_0 and x_T for RGB values and latents.
   * Discussion: the Markdown of --notes FILE, verbatim. This command never writes judgement;
-    without notes the report says that the discussion is not written.
+    without notes the report says that the discussion is not written. The file is checked at the
+    start and read when the report is assembled, so it can be written while the samples are drawn.
   * Per type (a type-conditional LDM): one row of samples per type at the run's guidance scale;
     with --hue DIR, the table of reports.hue's DIR/hue.json.
 
@@ -652,7 +653,7 @@ def main(argv: list[str]) -> None:
     for run in runs:
         if not 1 <= args.steps <= run.cfg.schedule.T:
             raise UserError(f"--steps {args.steps} must be between 1 and T={run.cfg.schedule.T}")
-    notes, hue = read_inputs(args)
+    notes, hue = read_inputs(args)  # checked now, so that a bad --notes or --hue fails before the slow part
     out = writable_dir(args.out)
     device = pick_device(args.device)
     start = time.time()
@@ -678,6 +679,7 @@ def main(argv: list[str]) -> None:
 
     machine_now = machine_summary(device)
     facts = equal_compute(latent, pixel)
+    notes, _ = read_inputs(args)  # read again: the discussion may be written while the samples are drawn
     sections = [section_compute(latent, pixel, facts), section_samples(args.n, args.steps, args.seed, has_loss),
                 section_cost(cost, args.n, machine_now, latent, pixel), section_quality(quality, args.steps),
                 section_forward(stats), section_types(types, hue, latent), section_discussion(notes)]

@@ -188,14 +188,32 @@ def test_shipped_configs_load(name):
     assert cfg.train.epochs > 0
 
 
-@pytest.mark.parametrize("name", ["ldm.yaml", "ldm_full.yaml", "ldm_types.yaml", "pixel.yaml", "pixel_full.yaml"])
+@pytest.mark.parametrize("name", ["ldm.yaml", "ldm_full.yaml", "ldm_types.yaml", "pixel.yaml", "pixel_full.yaml",
+                                  "pixel32.yaml"])
 def test_shipped_diffusion_configs_load(name):
     from diffusion.config import DiffusionConfig
+    from diffusion.train import build_schedule
 
     cfg = load_config(DiffusionConfig, REPO / "configs" / name, [])
     assert cfg.space == ("pixel" if name.startswith("pixel") else "latent")
-    assert cfg.schedule.T == 1000 and cfg.train.epochs > 0
+    assert cfg.schedule.T == (100 if name == "pixel32.yaml" else 1000) and cfg.train.epochs > 0
     assert (cfg.cond.labels == "type1") == (name == "ldm_types.yaml")
+    # Every shipped schedule ends in N(0, I) (the seed's T = 100 only with the endpoints scaled).
+    diagnostics = build_schedule(cfg).check_ends_in_noise()
+    assert diagnostics["alpha_bar_T"] < 1e-4
+
+
+def test_pixel32_is_the_seed_setting_of_pixel_yaml():
+    """configs/pixel32.yaml differs from configs/pixel.yaml only in size, T, attention and the run name."""
+    from diffusion.config import DiffusionConfig
+
+    base = to_dict(load_config(DiffusionConfig, REPO / "configs" / "pixel.yaml", []))
+    seed = to_dict(load_config(DiffusionConfig, REPO / "configs" / "pixel32.yaml", []))
+    differ = {f"{section}.{key}" for section in base if isinstance(base[section], dict)
+              for key in base[section] if base[section][key] != seed[section][key]}
+    differ |= {key for key in base if not isinstance(base[key], dict) and base[key] != seed[key]}
+    assert differ == {"data.size", "schedule.T", "model.attention_levels", "run_name"}
+    assert seed["data"]["size"] == 32 and seed["schedule"]["T"] == 100 and seed["schedule"]["scale_to_T"]
 
 
 def test_size_not_divisible_by_downsampling_factor():
@@ -219,6 +237,17 @@ def test_size_not_divisible_by_downsampling_factor():
 def test_cross_key_validation(override, fragment):
     with pytest.raises(UserError, match=fragment.replace(".", r"\.")):
         load_config(AEConfig, None, [override])
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("train.log_snr_std=0", "train.log_snr_std"),
+    ("train.t_sampling=lognormal", "train.t_sampling"),
+    ("train.ema_decay=1.0", "train.ema_decay"),
+])
+def test_diffusion_training_keys_are_checked(override, fragment):
+    from diffusion.config import DiffusionConfig
+    with pytest.raises(UserError, match=fragment.replace(".", r"\.")):
+        load_config(DiffusionConfig, None, [override])
 
 
 def test_round_trip_through_dict_and_yaml(tmp_path):

@@ -72,6 +72,41 @@ def test_snr_matches_alpha_bars_and_decreases():
     assert bool((s.snr(torch.arange(1000)).diff() < 0).all())
 
 
+def test_t_from_log_snr_inverts_log_snr_and_picks_the_nearest_step():
+    s = LinearSchedule()
+    table = s.log_snr()
+    assert torch.allclose(table.exp(), s.snr(torch.arange(1000)), rtol=1e-10)
+    t = torch.arange(1000)
+    assert torch.equal(s.t_from_log_snr(table), t)
+    # Any value maps to the step with the nearest log SNR (brute force over all steps).
+    values = torch.linspace(-12.0, 11.0, 2001, dtype=torch.float64)
+    brute = (table[None, :] - values[:, None]).abs().argmin(dim=1)
+    assert torch.equal(s.t_from_log_snr(values), brute)
+    assert s.t_from_log_snr(torch.tensor([50.0, -50.0])).tolist() == [0, 999]
+
+
+def test_log_snr_normal_t_sampling_has_the_configured_distribution():
+    from types import SimpleNamespace
+
+    from diffusion.train import draw_t
+    s = LinearSchedule()
+    cfg = SimpleNamespace(t_sampling="log_snr_normal", log_snr_mean=1.0, log_snr_std=2.4)
+    t = draw_t(s, 200_000, cfg, _gen(0))
+    assert t.dtype == torch.long and int(t.min()) >= 0 and int(t.max()) <= 999
+    drawn = s.log_snr()[t]
+    # Away from the clamped ends the grid spacing (< 0.05 in log SNR) is far below the tolerance.
+    assert abs(float(drawn.mean()) - 1.0) < 0.03 and abs(float(drawn.std()) - 2.4) < 0.03
+    ks = stats.kstest(drawn.numpy(), stats.norm(1.0, 2.4).cdf).statistic
+    assert ks < 0.01
+    uniform = draw_t(s, 200_000, SimpleNamespace(t_sampling="uniform"), _gen(0))
+    assert abs(float(uniform.float().mean()) - 499.5) < 3 and stats.kstest(
+        uniform.numpy(), stats.randint(0, 1000).cdf).statistic < 0.01
+    # The point of the log-normal: far fewer steps at SNR < 0.09 than under uniform t (about half).
+    low = float(math.log(0.09))
+    assert float((s.log_snr()[uniform] < low).double().mean()) > 0.45
+    assert float((drawn < low).double().mean()) < 0.20
+
+
 # --- forward process ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("t", [0, 9, 250, 999])
