@@ -561,15 +561,20 @@ def parse_args(argv: list[str]):
     return p.parse_args(argv)
 
 
+def read_notes(path: str | None) -> str | None:
+    """The text of --notes (None without it; UserError when unreadable)."""
+    if not path:
+        return None
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"--notes {path} cannot be read ({getattr(err, 'strerror', None) or err}); "
+                        "pass a Markdown file")
+
+
 def read_inputs(args) -> tuple[str | None, dict | None]:
     """The text of --notes and the content of --hue DIR/hue.json (UserError when unreadable)."""
-    notes = hue = None
-    if args.notes:
-        try:
-            notes = Path(args.notes).read_text()
-        except (OSError, UnicodeDecodeError) as err:
-            raise UserError(f"--notes {args.notes} cannot be read ({getattr(err, 'strerror', None) or err}); "
-                            "pass a Markdown file")
+    notes, hue = read_notes(args.notes), None
     if args.hue:
         path = Path(args.hue) / "hue.json"
         if not path.is_file():
@@ -679,7 +684,7 @@ def main(argv: list[str]) -> None:
 
     machine_now = machine_summary(device)
     facts = equal_compute(latent, pixel)
-    notes, _ = read_inputs(args)  # read again: the discussion may be written while the samples are drawn
+    notes = read_notes(args.notes)  # read again: the discussion may be written while the samples are drawn
     sections = [section_compute(latent, pixel, facts), section_samples(args.n, args.steps, args.seed, has_loss),
                 section_cost(cost, args.n, machine_now, latent, pixel), section_quality(quality, args.steps),
                 section_forward(stats), section_types(types, hue, latent), section_discussion(notes)]
