@@ -229,6 +229,7 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
     train_seconds = progress.seconds()
     if stopped_early:
         log(f"time budget of {cfg.train.max_minutes} min reached after {progress.step} steps")
+    del train_vae  # the DDP wrapper holds the process group: drop it before procs.finish()
     procs.check_same_weights(vae.state_dict())
     if not procs.is_main:  # process 0 alone evaluates and writes
         procs.finish()

@@ -306,6 +306,7 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     train_seconds = progress.seconds()
     if stopped_early:
         log(f"time budget of {cfg.train.max_minutes} min reached after {progress.step} steps")
+    del train_model  # the DDP wrapper holds the process group: drop it before procs.finish()
     procs.check_same_weights({**model.state_dict(), **{f"ema.{k}": v for k, v in ema.shadow.items()}})
     if not procs.is_main:  # process 0 alone samples and writes
         procs.finish()

@@ -168,3 +168,25 @@ def test_a_failing_reference_becomes_an_error_row_but_our_failures_stop_the_run(
     with pytest.raises(JobError):
         run_one(Job(("ae", "models", "pokediffusion"), "AE step", "pokediffusion VAE", broken), isolate=False,
                 have_diffusers=True)
+
+
+def _unet_entry(ours_rate: float, theirs_rate: float, bf16: bool = False) -> dict:
+    models = {"pokediffusion": {"gflop_per_step": 27.4, "gflop_per_s": ours_rate, "bf16": bf16},
+              "diffusers": {"gflop_per_step": 27.4, "gflop_per_s": theirs_rate, "bf16": False}}
+    return {"label": "16x16x4", "models": models, "speedup": ours_rate / theirs_rate}
+
+
+def test_a_missed_unet_target_carries_its_measured_reason():
+    from benchmarks.report import target, targets_table, unet_shortfall
+
+    machine = {"matmul": {"fp32": {"gflop_per_s": 300.0}, "bf16": {"gflop_per_s": 150.0}}}
+    missed = _unet_entry(150.0, 125.0)  # 1.2x
+    why = unet_shortfall(missed, machine, 1.3)
+    assert why == ("bf16 off: bf16 matmul 150 GFLOP/s = 0.50x fp32 here; in fp32 both do 27.4 GFLOP/step, ours at "
+                   "150 GFLOP/s (50% of the fp32 matmul ceiling 300), diffusers at 125; 1.3x needs 162 (54%)")
+    row = target("U-Net", missed["speedup"], 1.3, True, "x", why)
+    assert row["met"] is False and row["why_not"] == why and why in targets_table([row])
+    met = target("U-Net", 1.4, 1.3, True, "x", why)  # a reason is dropped once the target is met
+    assert met["met"] is True and met["why_not"] is None
+    assert unet_shortfall(_unet_entry(150.0, 125.0, bf16=True), machine, 1.3) is None  # bf16 used: no such reason
+    assert unet_shortfall(missed, None, 1.3) is None  # machine not measured

@@ -4,6 +4,7 @@ to float rounding). The AE runs through torch.multiprocessing.spawn (so that its
 LPIPS), the LDM through torchrun, its real entry point."""
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import subprocess
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
 
 import autoencoder.train as ae_train
 import diffusion.train as dtrain
@@ -58,6 +61,9 @@ def _ae_worker(rank: int, world: int, port: int, overrides: list[str], out: str)
     ae_train.build_vae = recording_vae
     ae_train.train(load_config(AEConfig, None, overrides), out)
     Path(out, f"batches_rank{rank}.txt").write_text(" ".join(map(str, seen)))
+    # train() left the group and freed its DDP wrapper itself, before any interpreter shutdown
+    ddp_alive = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
+    Path(out, f"left_rank{rank}.txt").write_text(f"initialized={dist.is_initialized()} ddp_alive={ddp_alive}")
 
 
 def _assert_close(a: dict, b: dict) -> None:
@@ -116,6 +122,7 @@ def test_ae_two_processes_equal_one(sprite_dir, tmp_path, no_lpips):
     assert sorted(p.name for p in (tmp_path / "two").glob("state-*.pt")) == ["state-00000005.pt", "state-00000006.pt"]
     for rank in (0, 1):  # each process trained on its 4 rows of every batch of 8
         assert (tmp_path / "two" / f"batches_rank{rank}.txt").read_text() == "4 4 4 4 4 4"
+        assert (tmp_path / "two" / f"left_rank{rank}.txt").read_text() == "initialized=False ddp_alive=0"
 
 
 def test_ldm_two_processes_under_torchrun_equal_one(sprite_dir, tmp_path):
