@@ -16,7 +16,7 @@ from sprites.config import DataConfig
 class AESection:
     ckpt: Optional[str] = None       # AE checkpoint; null = the newest checkpoints/*/ae.pt
     norm: Literal["global", "channel"] = "channel"      # latent normalisation (see diffusion/space.py)
-    posterior: Literal["sample", "mean"] = "sample"     # z ~ q(z|x) each epoch, or its mean
+    posterior: Literal["sample", "mean"] = "mean"       # the posterior mean, or z ~ q(z|x) each epoch
 
 
 @dataclass

@@ -177,10 +177,13 @@ def test_latent_space_channel_normalisation(latent_run):
     space.prepare(images)
     n = len(images)
     g = torch.Generator().manual_seed(0)
+    space.posterior = "sample"  # the statistics are those of posterior samples
     x0 = torch.cat([space.batch(torch.arange(n), torch.rand(n, generator=g) < 0.5, g) for _ in range(20)])
     assert x0.shape[1:] == space.shape
     assert x0.mean(dim=(0, 2, 3)).abs().max() < 0.15
     assert (x0.std(dim=(0, 2, 3)) - 1).abs().max() < 0.1
+    # the means (the default training data) lack the posterior's own spread (law of total variance)
+    assert (space.all_x0().std(dim=(0, 2, 3)) < x0.std(dim=(0, 2, 3))).all()
     z = torch.randn(3, *space.shape)
     assert torch.allclose(space.denormalise(space.normalise(z)), z, atol=1e-5)
     # encode(pixels) is the normalised posterior mean, the unflipped training latents of all_x0

@@ -238,10 +238,11 @@ def tiny_ae(sprite_dir, tmp_path_factory) -> Path:
 def test_ldm_killed_and_resumed_is_bitwise_identical(tiny_ae, sprite_dir, tmp_path):
     """Latent space with posterior samples: data order, posterior noise, t, eps, EMA and AdamW all
     continue exactly."""
+    args = _ldm_args(sprite_dir, tmp_path / "cache", tiny_ae, "ae.posterior=sample")
     ref = tmp_path / "ref"
-    dtrain.main(["--out", str(ref), *_ldm_args(sprite_dir, tmp_path / "cache", tiny_ae)])
+    dtrain.main(["--out", str(ref), *args])
     run = tmp_path / "run"
-    _kill_run("diffusion.train", _ldm_args(sprite_dir, tmp_path / "cache", tiny_ae), run, tmp_path)
+    _kill_run("diffusion.train", args, run, tmp_path)
     assert [p.name for p in state_files(run)] == ["state-00000003.pt", "state-00000006.pt"]
     assert not (run / "diffusion.pt").exists()
 
