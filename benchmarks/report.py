@@ -31,7 +31,8 @@ def unet_shortfall(entry: dict, machine: dict | None, threshold: float) -> str |
     same = abs(ours["gflop_per_step"] - theirs["gflop_per_step"]) <= 0.01 * theirs["gflop_per_step"]
     work = (f"both do {ours['gflop_per_step']:.1f} GFLOP/step" if same else
             f"ours does {ours['gflop_per_step']:.1f} GFLOP/step, diffusers {theirs['gflop_per_step']:.1f}")
-    return (f"bf16 off: bf16 matmul {bf16:.0f} GFLOP/s = {bf16 / fp32:.2f}x fp32 here; in fp32 {work}, ours at {ours['gflop_per_s']:.0f} GFLOP/s "
+    return (f"bf16 off: bf16 matmul {bf16:.0f} GFLOP/s = {bf16 / fp32:.2f}x fp32 here; in fp32 {work}, "
+            f"ours at {ours['gflop_per_s']:.0f} GFLOP/s "
             f"({ours['gflop_per_s'] / fp32:.0%} of the fp32 matmul ceiling {fp32:.0f}), diffusers at "
             f"{theirs['gflop_per_s']:.0f}; {threshold:g}x needs {needed:.0f} ({needed / fp32:.0%})")
 
