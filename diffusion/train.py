@@ -338,7 +338,8 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
         "data_fingerprint": data.fingerprint,
         "metrics": {k: v for k, v in metrics.items() if k != "schedule"},
     }
-    path = finish_run(run_dir, ckpt, CHECKPOINT_NAME, metrics, {f"x0 MSE ({cfg.train.loss_weighting} weight, t {cfg.train.t_sampling})": losses},
+    curve = f"x0 MSE ({cfg.train.loss_weighting} weight, t {cfg.train.t_sampling})"
+    path = finish_run(run_dir, ckpt, CHECKPOINT_NAME, metrics, {curve: losses},
                       title=f"DDPM training in {space.name} space ({cfg.run_name})")
     log(f"{progress.step} steps in {train_seconds / 60:.1f} min ({metrics['train_img_per_s']} img/s), "
         f"final loss {metrics['final_loss_mean_last_epoch']:.4f}; {cfg.train.sample_n} DDIM-{cfg.sample.steps} "

@@ -148,8 +148,7 @@ class Processes:
 
             if dist.is_initialized():
                 dist.barrier()
-                dist.destroy_process_group()
-            gc.collect()
+            _leave_group()
 
 
 def start_processes(device_name: str) -> Processes:
@@ -180,14 +179,15 @@ def start_processes(device_name: str) -> Processes:
 
     if not dist.is_initialized():
         dist.init_process_group(backend)
-        atexit.register(_leave_group_at_exit)
+        atexit.register(_leave_group)  # for exits that skip Processes.finish
     return Processes(rank=rank, world_size=world, local_rank=local_rank, device=device)
 
 
-def _leave_group_at_exit() -> None:
-    """The same clean-up for exits that skip `Processes.finish` (a requested stop, an error), run by
-    atexit while the interpreter is still whole: leave the group without waiting for the others
-    (they may be gone), and free the DDP wrapper and its process group now, not during shutdown."""
+def _leave_group() -> None:
+    """Leave the process group (if still in it) and free the DDP wrapper and its process group now,
+    not during interpreter shutdown. `Processes.finish` calls it after its barrier; atexit calls it,
+    without waiting for the others (they may be gone), for exits that skip `finish` (a requested
+    stop, an error)."""
     import torch.distributed as dist
 
     if dist.is_initialized():

@@ -572,15 +572,17 @@ def read_notes(path: str | None) -> str | None:
                         "pass a Markdown file")
 
 
-def read_inputs(args) -> tuple[str | None, dict | None]:
-    """The text of --notes and the content of --hue DIR/hue.json (UserError when unreadable)."""
-    notes, hue = read_notes(args.notes), None
+def read_inputs(args) -> dict | None:
+    """Check that --notes can be read (it is read again when the report is assembled) and return the
+    content of --hue DIR/hue.json (UserError when either is unreadable)."""
+    read_notes(args.notes)
+    hue = None
     if args.hue:
         path = Path(args.hue) / "hue.json"
         if not path.is_file():
             raise UserError(f"--hue {args.hue}: no hue.json there; write it with python -m reports.hue --out {args.hue}")
         hue = json.loads(path.read_text())
-    return notes, hue
+    return hue
 
 
 def figure_names(report: str) -> list[str]:
@@ -658,7 +660,7 @@ def main(argv: list[str]) -> None:
     for run in runs:
         if not 1 <= args.steps <= run.cfg.schedule.T:
             raise UserError(f"--steps {args.steps} must be between 1 and T={run.cfg.schedule.T}")
-    notes, hue = read_inputs(args)  # checked now, so that a bad --notes or --hue fails before the slow part
+    hue = read_inputs(args)  # checked now, so that a bad --notes or --hue fails before the slow part
     out = writable_dir(args.out)
     device = pick_device(args.device)
     start = time.time()
@@ -684,7 +686,7 @@ def main(argv: list[str]) -> None:
 
     machine_now = machine_summary(device)
     facts = equal_compute(latent, pixel)
-    notes = read_notes(args.notes)  # read again: the discussion may be written while the samples are drawn
+    notes = read_notes(args.notes)  # read now: the discussion may be written while the samples are drawn
     sections = [section_compute(latent, pixel, facts), section_samples(args.n, args.steps, args.seed, has_loss),
                 section_cost(cost, args.n, machine_now, latent, pixel), section_quality(quality, args.steps),
                 section_forward(stats), section_types(types, hue, latent), section_discussion(notes)]
