@@ -15,6 +15,12 @@ DDIM (Song et al. 2021), a subsequence tau of S steps: with the implied noise
     x_prev  = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps_hat + sigma z
 eta = 0 is deterministic; eta = 1 with all T steps has sigma^2 = beta_tilde_t and the same
 distribution as ancestral DDPM.
+
+DDIM can also start part-way, from a given x_{t0} at step t0 instead of x_T ~ N(0, I) (`start`;
+SDEdit, Meng et al. 2022): the subsequence then runs from t0 down to 0. With the true x_0 as the
+prediction and eta = 0, eps_hat is the very noise that made x_{t0}, so every step lands on
+x_prev = sqrt(ab_prev) x_0 + sqrt(1 - ab_prev) eps and the last one on x_0 itself (the restoration
+diagnostic of reports/restore.py measures how far a trained model falls short of that).
 """
 from __future__ import annotations
 
@@ -59,7 +65,8 @@ def ddpm_sample(denoise: Denoiser, schedule: LinearSchedule, shape: tuple, gener
 
 
 def ddim_timesteps(T: int, steps: int) -> list[int]:
-    """S step indices from T-1 down to 0, evenly spaced (rounded, unique)."""
+    """S step indices from T-1 down to 0, evenly spaced (rounded, unique). For a start at step t0
+    the same call with T = t0 + 1 gives t0, ..., 0."""
     taus = torch.linspace(T - 1, 0, steps).round().long().tolist()
     return sorted(set(taus), reverse=True)
 
@@ -67,12 +74,22 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:
 @torch.no_grad()
 def ddim_sample(denoise: Denoiser, schedule: LinearSchedule, shape: tuple, generator: torch.Generator,
                 device: torch.device, clip: bool, steps: int = 50, eta: float = 0.0, frames: int = 0,
-                progress=None):
-    """DDIM sampling over `steps` steps. Returns (x_0, recorded [(t, x_t), ...])."""
-    taus = ddim_timesteps(schedule.T, steps)
-    x = torch.randn(shape, generator=generator).to(device)
+                progress=None, start: tuple[int, torch.Tensor] | None = None):
+    """DDIM sampling over `steps` steps. Returns (x_0, recorded [(t, x_t), ...]).
+
+    start=(t0, x_t0): begin at step t0 from the given x_t0 (of shape `shape`) instead of drawing
+    x_T ~ N(0, I); the `steps` steps then run from t0 down to 0."""
+    if start is None:
+        taus = ddim_timesteps(schedule.T, steps)
+        x = torch.randn(shape, generator=generator).to(device)
+    else:
+        t0, x = start
+        if not 0 <= t0 < schedule.T:
+            raise ValueError(f"a DDIM start step must lie in 0..{schedule.T - 1}, got {t0}")
+        taus = ddim_timesteps(t0 + 1, steps)
+        x = x.to(device)
     record = _frame_steps(len(taus), frames)
-    recorded = [(schedule.T, x.cpu())] if frames else []
+    recorded = [(taus[0] + 1, x.cpu())] if frames else []
     ab = schedule.alpha_bars
     for i, t in enumerate(taus):
         t_prev = taus[i + 1] if i + 1 < len(taus) else -1

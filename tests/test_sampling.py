@@ -30,15 +30,17 @@ def gaussian_denoiser(schedule: LinearSchedule, m: float = M, s: float = S):
     return denoise
 
 
-def _exact_moments(schedule: LinearSchedule, taus: list[int], eta: float, m: float = M, s: float = S):
+def _exact_moments(schedule: LinearSchedule, taus: list[int], eta: float, m: float = M, s: float = S,
+                   start: tuple[float, float] = (0.0, 1.0)):
     """Mean and variance of the sampler output for Gaussian data and the exact denoiser.
 
     Each step: x0_hat = k x + c;  x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps_hat
     + sigma z with eps_hat = (x - sqrt(ab_t) x0_hat) / sqrt(1 - ab_t); for eta = 1 over all steps this
-    is the DDPM posterior step (sigma^2 = beta_tilde_t).
+    is the DDPM posterior step (sigma^2 = beta_tilde_t). `start`: the mean and variance of the
+    sampler's input (N(0, 1) for x_T).
     """
     ab = schedule.alpha_bars.tolist()
-    mean, var = 0.0, 1.0
+    mean, var = start
     for i, t in enumerate(taus):
         ab_t = ab[t]
         ab_prev = ab[taus[i + 1]] if i + 1 < len(taus) else 1.0
@@ -151,6 +153,54 @@ def test_ddim_deterministic_with_exact_denoiser_matches_its_affine_map():
     _assert_moments(x, mean, var)
     # the probability-flow map carries N(0, 1) to about the data mean (its std is ~13% low with 20 steps)
     assert mean == pytest.approx(M, abs=0.01)
+
+
+# --- DDIM from a given x_t0 (start=...) -----------------------------------------------------------
+
+@pytest.mark.parametrize("t0,steps", [(0, 1), (37, 5), (199, 10), (999, 50)])
+def test_ddim_start_with_the_true_x0_follows_the_same_noise_back_to_x0(t0, steps):
+    """Oracle prediction x0_hat = x_0 and eta = 0: eps_hat is the noise that made x_t0, so each recorded
+    x_t is q_sample(x_0, t, eps) with that same eps, and the result is x_0 itself."""
+    sch = LinearSchedule()
+    x0 = torch.randn(6, 2, 3, 3, generator=_gen(3))
+    eps = torch.randn(x0.shape, generator=_gen(4))
+    xt = sch.q_sample(x0, torch.full((6,), t0), eps)
+    oracle = lambda x, t: x0  # noqa: E731
+    seen = []
+
+    def denoise(x, t):
+        seen.append(int(t[0]))
+        return oracle(x, t)
+
+    out, rec = ddim_sample(denoise, sch, tuple(x0.shape), _gen(0), CPU, clip=False, steps=steps,
+                           start=(t0, xt), frames=steps + 1)
+    assert seen == ddim_timesteps(t0 + 1, steps) and seen[0] == t0 and seen[-1] == 0
+    assert torch.allclose(out, x0, atol=1e-5)
+    for t_label, x in rec[1:-1]:  # labels are t + 1 (x_T is labelled T)
+        assert torch.allclose(x, sch.q_sample(x0, torch.full((6,), t_label - 1), eps), atol=1e-5)
+    assert torch.equal(rec[0][1], xt)
+
+
+def test_ddim_start_matches_the_exact_affine_map_from_the_marginal_at_t0():
+    """Gaussian data, exact denoiser: starting from x_t0 ~ q(x_t0) = N(a m, a^2 s^2 + b^2) the output
+    moments follow the scalar recursion over t0, ..., 0, and approach the data N(m, s^2)."""
+    sch = LinearSchedule()
+    t0, n = 300, 40_000
+    ab = float(sch.alpha_bars[t0])
+    x0 = M + S * torch.randn(n, 1, generator=_gen(6))
+    xt = sch.q_sample(x0, torch.full((n,), t0), torch.randn(n, 1, generator=_gen(7)))
+    x, _ = ddim_sample(gaussian_denoiser(sch), sch, (n, 1), _gen(8), CPU, clip=False, steps=15, start=(t0, xt))
+    mean, var = _exact_moments(sch, ddim_timesteps(t0 + 1, 15), eta=0.0,
+                               start=(math.sqrt(ab) * M, ab * S * S + 1 - ab))
+    _assert_moments(x, mean, var)
+    # near the data N(m, s^2); 15 coarse deterministic steps shrink the std a little (0.472 against 0.5)
+    assert mean == pytest.approx(M, abs=0.01) and math.sqrt(var) == pytest.approx(S, rel=0.1)
+
+
+def test_ddim_start_step_outside_the_schedule_is_refused():
+    sch = LinearSchedule(100)
+    with pytest.raises(ValueError, match="0..99"):
+        ddim_sample(lambda x, t: x, sch, (2, 1), _gen(0), CPU, clip=False, start=(100, torch.zeros(2, 1)))
 
 
 # --- DDIM determinism and timesteps -------------------------------------------------------------
