@@ -46,7 +46,6 @@ import concurrent.futures
 import copy
 import json
 import multiprocessing
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -66,7 +65,7 @@ from plumbing.device import machine_summary, pick_device
 from plumbing.pictures import save_grid
 from plumbing.runs import writable_dir
 from reports.metrics import K_NEIGHBOURS, evaluate, reference_rows
-from sprites.dataset import load_sprites, to_uint8, to_unit_range
+from sprites.dataset import load_sprites, sprites_root, to_uint8, to_unit_range
 
 GIF_SAMPLES = 16
 GIF_FRAMES = 20
@@ -205,11 +204,6 @@ def parameters(module: torch.nn.Module) -> int:
 
 
 # --- data and metrics -----------------------------------------------------------------------------
-
-def data_root(run: Run, override: str | None) -> str:
-    """Where the real sprites are: --data, else $POKEMON_DATA, else the folder the run trained on."""
-    return override or os.environ.get("POKEMON_DATA") or run.cfg.data.root
-
 
 def sprites_of(run: Run, root: str, cache: dict):
     """The sprites (sprites.dataset.SpriteSet) at the run's size and held-out split, loaded once per setting."""
@@ -665,7 +659,7 @@ def main(argv: list[str]) -> None:
     device = pick_device(args.device)
     start = time.time()
     cache = {}
-    sprites = {run.space: sprites_of(run, data_root(run, args.data), cache) for run in runs}  # before anything slow
+    sprites = {run.space: sprites_of(run, sprites_root(args.data, run.cfg.data.root), cache) for run in runs}  # before anything slow
 
     print(f"sampling: {args.n} samples with DDIM and with DDPM per model, each model in a fresh process")
     sampled = {run.space: in_fresh_process(sampling_job, ckpt=str(run.ckpt_path), n=args.n, steps=args.steps,

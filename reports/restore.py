@@ -14,19 +14,19 @@ colours at small t0, little at SNR(t0) < 0.1) and adds sharp, plausible detail; 
 learned the coarse layout but not the detail returns the right silhouette with smeared insides.
 Rows of DIR/restore.png: the held-out sprites, their VAE reconstructions (latent space only: the best
 any latent model can do), then one row per t0 (labelled with SNR(t0) = ab / (1 - ab)). DIR/restore.json
-holds the PSNR of every row against the sprites (and against the reconstructions): how fast the
-restoration falls off with t0.
+holds the PSNR of every row against the sprites (and against the reconstructions; the mean
+per-image PSNR, as the AE's held-out PSNR): how fast the restoration falls off with t0.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 
 import torch
 from PIL import Image
 
+from autoencoder.train import psnr
+from diffusion.forward import shown_sprites
 from diffusion.sample import default_checkpoint, load_diffusion
 from diffusion.sampling import ddim_sample
 from diffusion.train import make_denoiser, num_classes
@@ -34,20 +34,19 @@ from plumbing.cli import UserError, run_main
 from plumbing.device import pick_device
 from plumbing.pictures import grid_array, label_rows
 from plumbing.runs import writable_dir
-from sprites.dataset import load_sprites, to_unit_range
+from sprites.dataset import load_sprites, sprites_root, to_unit_range
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of images in [-1, 1] mapped to [0, 1]: 10 log10(1 / MSE)."""
-    mse = ((a - b) / 2).pow(2).mean().item()
-    return 10 * math.log10(1.0 / max(mse, 1e-12))
+def mean_psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
+    """The mean per-image PSNR in dB (autoencoder.train.psnr: the AE's held-out PSNR), rounded to 0.01."""
+    return round(float(psnr(images, reference).mean()), 2)
 
 
-def restore_rows(model, schedule, space, cfg, device, pixels: torch.Tensor, t_starts: list[int], steps: int,
+def restore_rows(model, schedule, space, cfg, device, x0: torch.Tensor, t_starts: list[int], steps: int,
                  seed: int) -> list[torch.Tensor]:
-    """Decoded restorations (pixels in [-1, 1], on the CPU), one tensor per start step in `t_starts`."""
+    """Decoded restorations (pixels in [-1, 1], on the CPU) of the clean x_0 [N, *space.shape], one tensor
+    per start step in `t_starts`."""
     denoise = make_denoiser(model, schedule, cfg.model.x0_skip, device, use_bf16=False)
-    x0 = space.encode(pixels).cpu()
     rows = []
     for t0 in t_starts:
         gen = torch.Generator().manual_seed(seed)  # the same eps for every t0: the rows differ only by t0
@@ -66,7 +65,7 @@ def parse_args(argv: list[str]):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default=None, help="diffusion checkpoint (default: as python -m diffusion.sample)")
     p.add_argument("--ae", default=None, help="AE checkpoint, if not at the path recorded in the diffusion checkpoint")
-    p.add_argument("--data", default=os.environ.get("POKEMON_DATA"),
+    p.add_argument("--data", default=None,
                    help="sprite folder (default: $POKEMON_DATA, else the checkpoint's data.root)")
     p.add_argument("--t", type=int, nargs="+", default=[100, 200, 400, 600, 999],
                    help="start steps t0, each in 0..T-1 (default 100 200 400 600 999)")
@@ -90,29 +89,29 @@ def main(argv: list[str]) -> None:
     bad = [t for t in args.t if not 0 <= t < schedule.T]
     if bad:
         raise UserError(f"--t {bad[0]}: every start step must lie in 0..{schedule.T - 1}")
-    root = args.data or cfg.data.root
+    root = sprites_root(args.data, cfg.data.root)
     data = load_sprites(root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
     held = data.holdout()
     if len(held) == 0:
         raise UserError(f"{root} has no held-out sprites (data.holdout={cfg.data.holdout}); pass --data with more sprites")
-    pick = torch.linspace(0, len(held) - 1, min(args.n, len(held))).round().long()
-    sprites = to_unit_range(held[pick])
+    sprites = to_unit_range(shown_sprites(held, min(args.n, len(held))))
 
     # In latent space x_0 itself is the VAE's reconstruction: the best any latent model can return.
     latent = space.name == "latent"
     with torch.inference_mode():
-        recon = space.decode(space.encode(sprites)).cpu() if latent else sprites
-    rows = restore_rows(model, schedule, space, cfg, device, sprites, args.t, args.steps, args.seed)
+        x0 = space.encode(sprites).cpu()
+        recon = space.decode(x0).cpu() if latent else sprites
+    rows = restore_rows(model, schedule, space, cfg, device, x0, args.t, args.steps, args.seed)
 
     ab = schedule.alpha_bars
     names = ["held-out sprite"] + (["VAE reconstruction"] if latent else [])
     stats = {"checkpoint": str(ckpt_path), "space": space.name, "n": len(sprites), "seed": args.seed,
-             "reconstruction_psnr": round(psnr(recon, sprites), 2) if latent else None, "rows": []}
+             "reconstruction_psnr": mean_psnr(recon, sprites) if latent else None, "rows": []}
     for t0, row in zip(args.t, rows):
         snr = float(ab[t0] / (1 - ab[t0]))
         names.append(f"from t={t0} (SNR {snr:.2g})")
-        stats["rows"].append({"t0": t0, "snr": snr, "psnr_vs_sprite": round(psnr(row, sprites), 2),
-                              "psnr_vs_reconstruction": round(psnr(row, recon), 2) if latent else None})
+        stats["rows"].append({"t0": t0, "snr": snr, "psnr_vs_sprite": mean_psnr(row, sprites),
+                              "psnr_vs_reconstruction": mean_psnr(row, recon) if latent else None})
     out = writable_dir(args.out)
     # tiles at twice their size: the detail is the point
     grid = grid_array(torch.cat([sprites, *([recon] if latent else []), *rows]), nrow=len(sprites), upscale=2)

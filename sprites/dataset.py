@@ -14,6 +14,7 @@ is stored with the cache and goes into checkpoints: it names the data set, whate
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +148,12 @@ def holdout_split(names: list[str], fraction: float, seed: int) -> tuple[torch.T
     holdout = torch.tensor(sorted(shuffled[:k]), dtype=torch.long)
     train = torch.tensor(sorted(shuffled[k:]), dtype=torch.long)
     return train, holdout
+
+
+def sprites_root(override: str | None, trained_on: str) -> str:
+    """Where a command that evaluates a trained run finds the real sprites: its --data, else
+    $POKEMON_DATA, else the folder the run trained on (`trained_on`, its data.root)."""
+    return override or os.environ.get("POKEMON_DATA") or trained_on
 
 
 def load_sprites(root: str | Path, size: int, cache_dir: str | Path | None,

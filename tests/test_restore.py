@@ -56,6 +56,6 @@ def test_restore_refuses_a_start_step_outside_the_schedule(tiny_runs, sprite_dir
         run(tiny_runs, sprite_dir, tmp_path, "pixel", "--t", "50", "100")
 
 
-def test_psnr_formula():
+def test_mean_psnr_formula():
     a = torch.zeros(1, 3, 4, 4)
-    assert restore.psnr(a, a + 0.2) == pytest.approx(10 * np.log10(1 / 0.01))  # [0, 1] error 0.1 -> 20 dB
+    assert restore.mean_psnr(a, a + 0.2) == pytest.approx(10 * np.log10(1 / 0.01))  # [0, 1] error 0.1 -> 20 dB
