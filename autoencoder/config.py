@@ -30,6 +30,8 @@ class LossConfig:
     kl_weight: float = 1e-6          # KL(q(z|x) || N(0, I)) per image / (3*H*W): Rombach et al.'s scale
     disc_weight: float = 0.0         # hinge-loss patch discriminator; 0 disables it
     disc_start: int = 2000           # optimiser step at which the discriminator loss switches on
+    scale_equivariance: float = 0.0  # weight of |D(avgpool_k(z)) - avgpool_k(x)| (+ the colour term), 0: off
+    scale_factors: list[int] = field(default_factory=lambda: [2, 4])  # k, one per step in turn
 
 
 @dataclass
@@ -80,6 +82,13 @@ class AEConfig:
         if not 0.0 < self.data.holdout < 0.5:
             raise UserError(f"data.holdout={self.data.holdout} must be in (0, 0.5): the held-out images "
                             "give every reconstruction number")
+        latent_size = self.data.size // f
+        if self.loss.scale_equivariance < 0:
+            raise UserError(f"loss.scale_equivariance={self.loss.scale_equivariance} must be >= 0 (0: off)")
+        if self.loss.scale_equivariance > 0 and (not self.loss.scale_factors or any(
+                k < 2 or latent_size % k for k in self.loss.scale_factors)):
+            raise UserError(f"loss.scale_factors={self.loss.scale_factors} must be factors >= 2 that divide the "
+                            f"latent size {latent_size}, e.g. loss.scale_factors=[2]")
         if self.train.lr <= 0:
             raise UserError(f"train.lr={self.train.lr} must be positive")
         if self.train.ckpt_every < 0:

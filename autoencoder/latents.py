@@ -59,3 +59,27 @@ def latent_statistics(mean: torch.Tensor, std: torch.Tensor, seed: int = 0) -> d
         "global_mean": float(z.mean()),
         "global_std": float(z.std()),
     }
+
+
+def spatial_smoothness(z: torch.Tensor) -> dict:
+    """How much the latents look like a small picture rather than a texture code.
+
+    Each channel of z [N, C, H, W] is standardised over the set, z' = (z - m_c) / s_c. Then
+      * neighbour correlation: rho = mean of z'[h, w] z'[h, w+1] and z'[h, w] z'[h+1, w]
+        (about 0.8 for sprites downsampled to 16x16, 0 for white noise);
+      * high-frequency power: with each map's own mean removed, the share of
+        sum |FFT2(z')|^2 at radial frequencies r = sqrt(f_h^2 + f_w^2) > 1/4 cycle per sample
+        (half of the Nyquist frequency 1/2). White noise spreads its power evenly over the
+        frequency bins, so it has the share of bins with r > 1/4; smooth images much less.
+    A DDPM builds images coarse to fine; latents whose power sits at high frequencies must be
+    generated nearly position by position (Skorokhodov et al. 2025; docs/design.md).
+    """
+    z = z.float()
+    z = (z - z.mean(dim=(0, 2, 3), keepdim=True)) / z.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-8)
+    rho = 0.5 * ((z[..., 1:] * z[..., :-1]).mean() + (z[..., 1:, :] * z[..., :-1, :]).mean())
+    centred = z - z.mean(dim=(2, 3), keepdim=True)
+    power = torch.fft.fft2(centred).abs().pow(2).sum(dim=(0, 1))
+    f_h = torch.fft.fftfreq(z.shape[-2]).view(-1, 1)
+    f_w = torch.fft.fftfreq(z.shape[-1]).view(1, -1)
+    high = (f_h ** 2 + f_w ** 2).sqrt() > 0.25
+    return {"neighbour_correlation": float(rho), "high_frequency_power": float(power[high].sum() / power.sum())}

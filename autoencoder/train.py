@@ -15,10 +15,11 @@ import argparse
 import math
 
 import torch
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from autoencoder.config import AEConfig
-from autoencoder.latents import build_vae, encode_posterior, latent_statistics
+from autoencoder.latents import build_vae, encode_posterior, latent_statistics, spatial_smoothness
 from autoencoder.losses import PatchDiscriminator, hinge_d_loss, hinge_g_loss, kl_to_standard_normal, load_lpips
 from plumbing.checkpoint import FORMAT_VERSION, cpu_state_dict
 from plumbing.cli import UserError, run_main
@@ -149,7 +150,8 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
                           generators={"noise": gen}, device=device, every=cfg.train.ckpt_every,
                           keep_last=cfg.train.keep_last, enabled=procs.is_main,
                           extra={"data_fingerprint": data.fingerprint})
-    history_keys = ["total", "l1", "kl"] + (["lpips"] if lpips_model is not None else [])
+    use_se = cfg.loss.scale_equivariance > 0
+    history_keys = ["total", "l1", "kl"] + (["lpips"] if lpips_model is not None else []) + (["se"] if use_se else [])
     progress = state.restore(resumed) if resumed else Progress(history={k: [] for k in history_keys})
     if resumed:
         log(f"resumed from {resumed.path} at step {progress.step} (epoch {progress.epoch}, batch {progress.batch})")
@@ -172,8 +174,10 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
                 # Every process draws the posterior noise of the whole global batch and takes its rows.
                 eps = torch.randn((len(idx), *latent_shape), generator=gen)[rows]
                 x = pixel_batch(train_images, idx[rows], flip[rows]).to(device).contiguous(memory_format=memory_format)
+                # Scale equivariance: the factors k take turns, one per step (a pure function of the step).
+                down = cfg.loss.scale_factors[progress.step % len(cfg.loss.scale_factors)] if use_se else 1
                 with autocast(device, use_bf16):
-                    x_hat, mean, logvar = train_vae(x, eps)
+                    x_hat, mean, logvar, x_hat_down = train_vae(x, eps, down)
                 x_hat = x_hat.float()
                 # L1 is a mean over the D = 3*H*W pixel values; the KL is per image (summed over latent
                 # dims). Dividing the KL by D gives kl_weight the meaning it has in Rombach et al. (2022),
@@ -184,13 +188,21 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
                 loss = cfg.loss.l1_weight * l1 + cfg.loss.kl_weight * kl / x[0].numel()
                 if cfg.loss.colour_weight > 0:  # L1 on whitened colours: every colour axis counts alike
                     loss = loss + cfg.loss.colour_weight * (vae.whiten(x_hat) - vae.whiten(x)).abs().mean()
+                se = None
+                if use_se:  # |D(avgpool_k(z)) - avgpool_k(x)|, with the same colour term (autoencoder/model.py)
+                    x_hat_down, x_down = x_hat_down.float(), F.avg_pool2d(x, down)
+                    se = (x_hat_down - x_down).abs().mean()
+                    if cfg.loss.colour_weight > 0:
+                        se = se + cfg.loss.colour_weight * (vae.whiten(x_hat_down) - vae.whiten(x_down)).abs().mean()
+                    loss = loss + cfg.loss.scale_equivariance * se
                 lp = lpips_model(x_hat, x).mean() if lpips_model is not None else None
                 if lp is not None:
                     loss = loss + cfg.loss.perceptual_weight * lp
                 gan_on = disc is not None and progress.step >= cfg.loss.disc_start
                 if gan_on:
                     loss = loss + cfg.loss.disc_weight * hinge_g_loss(disc(x_hat))
-                terms = {"total": loss, "l1": l1, "kl": kl, **({"lpips": lp} if lp is not None else {})}
+                terms = {"total": loss, "l1": l1, "kl": kl, **({"lpips": lp} if lp is not None else {}),
+                         **({"se": se} if se is not None else {})}
                 # Averaged over the processes: the same numbers on each, for the log and the NaN check.
                 logged = dict(zip(terms, procs.mean(torch.stack(list(terms.values())).detach()).tolist()))
                 if not math.isfinite(logged["total"]):
@@ -216,7 +228,8 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
                 bar.set_postfix(epoch=epoch, l1=f"{logged['l1']:.4f}", kl=f"{logged['kl']:.1f}")
                 if progress.step % cfg.train.log_every == 0:
                     log(f"epoch {epoch} step {progress.step}/{total_steps} loss {logged['total']:.4f} "
-                        f"l1 {logged['l1']:.4f} kl {logged['kl']:.2f} lr {opt.param_groups[0]['lr']:.2e}")
+                        f"l1 {logged['l1']:.4f} kl {logged['kl']:.2f}" + (f" se {logged['se']:.4f}" if use_se else "")
+                        + f" lr {opt.param_groups[0]['lr']:.2e}")
                 state.end_of_step(progress, stop, procs, log)  # state checkpoint when due; stop on a signal
             if stopped_early:
                 break
@@ -247,6 +260,10 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
     vae.eval()
     post_mean, post_std = encode_posterior(vae, to_unit_range(train_images), device=device)
     stats = latent_statistics(post_mean, post_std, seed=cfg.seed)
+    # How picture-like the posterior means are, next to the sprites averaged down to the latent size.
+    smoothness = {"latent_means": spatial_smoothness(post_mean),
+                  "sprites_at_latent_size": spatial_smoothness(
+                      F.avg_pool2d(to_unit_range(train_images), vae.downsample_factor))}
     history = progress.history
     metrics.update(training_metrics(progress.step, cfg.train.batch_size, len(batches), train_seconds, n_params,
                                     device, use_bf16))
@@ -254,6 +271,7 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
         "final_loss": history["total"][-1] if history["total"] else None,
         "final_l1": history["l1"][-1] if history["l1"] else None,
         "latent": stats,
+        "latent_smoothness": smoothness,
     })
     ckpt = {
         "kind": "autoencoder",
@@ -269,6 +287,9 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
     log(f"held-out PSNR {metrics['psnr_db']:.2f} dB, L1 {metrics['l1']:.4f}, LPIPS {metrics['lpips']} | "
         f"{train_seconds / 60:.1f} min, {metrics['train_img_per_s']} img/s | latent scale {stats['scale']:.3f}, "
         f"channel std {[round(s, 2) for s in stats['channel_std']]}")
+    log("latent means: neighbour correlation {neighbour_correlation:.2f}, high-frequency power {high_frequency_power:.2f}"
+        .format(**smoothness["latent_means"]) + " (sprites at the latent size: {neighbour_correlation:.2f}, "
+        "{high_frequency_power:.2f})".format(**smoothness["sprites_at_latent_size"]))
     log(f"saved {path}")
     procs.finish()
     return {"run_dir": str(run_dir), **metrics}

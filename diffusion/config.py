@@ -38,6 +38,9 @@ class UNetConfig:
     # x0_hat = f(x_t, t) (false), or sqrt(ab_t) x_t + sqrt(1 - ab_t) f(x_t, t) (true; see
     # LinearSchedule.x0_with_skip). Either way the model's output is an x0 estimate trained on the x0 MSE.
     x0_skip: bool = False
+    # Self-conditioning (Chen et al. 2023): the network also sees its previous x0 estimate (UNet.forward);
+    # half of the training steps cost one extra forward pass without gradient.
+    self_condition: bool = False
 
 
 @dataclass

@@ -76,7 +76,8 @@ def num_classes(cfg: DiffusionConfig) -> int:
 
 def build_unet(cfg: DiffusionConfig, in_channels: int) -> UNet:
     m = cfg.model
-    return UNet(in_channels, m.channels, m.blocks, m.attention_levels, m.dropout, num_classes(cfg), m.heads)
+    return UNet(in_channels, m.channels, m.blocks, m.attention_levels, m.dropout, num_classes(cfg), m.heads,
+                m.self_condition)
 
 
 def training_labels(cfg: DiffusionConfig, names: list[str]) -> torch.Tensor | None:
@@ -147,24 +148,39 @@ def draw_t(schedule: LinearSchedule, n: int, cfg, gen: torch.Generator) -> torch
 
 
 def predict_x0(model: UNet, schedule: LinearSchedule, xt: torch.Tensor, t: torch.Tensor, x0_skip: bool,
-               use_bf16: bool, y: torch.Tensor | None = None) -> torch.Tensor:
+               use_bf16: bool, y: torch.Tensor | None = None, x0_prev: torch.Tensor | None = None) -> torch.Tensor:
     """x0_hat from the network: f(x_t, t[, y]), or with model.x0_skip
-    sqrt(ab_t) x_t + sqrt(1 - ab_t) f(x_t, t[, y])."""
+    sqrt(ab_t) x_t + sqrt(1 - ab_t) f(x_t, t[, y]); `x0_prev` is the self-conditioning input."""
     with autocast(xt.device, use_bf16):
-        f = model(xt, t, y).float()
+        f = model(xt, t, y, x0_prev).float()
     return schedule.x0_with_skip(xt, t, f) if x0_skip else f
 
 
 def make_denoiser(model: UNet, schedule: LinearSchedule, x0_skip: bool, device: torch.device, use_bf16: bool,
                   labels: torch.Tensor | None = None, guidance: float = 1.0):
     """denoise(x_t, t) -> x0_hat for the samplers (autocast where enabled). With `labels` (one per
-    sample) the prediction is classifier-free guided with scale `guidance` (diffusion/guidance.py)."""
+    sample) the prediction is classifier-free guided with scale `guidance` (diffusion/guidance.py).
+
+    A self-conditioned model (model.self_condition) gets the x0_hat of the previous call as its
+    second input. A sampling run visits t in decreasing order, so a call whose t is not below the
+    previous call's starts a new run, from zeros."""
+    last = {"t": None, "x0": None}  # the previous call's step and (guided) x0_hat
+
     def x0_of(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return predict_x0(model, schedule, x, t, x0_skip, use_bf16, y)
+        prev = last["x0"]
+        if prev is not None and len(prev) != len(x):  # guidance's batched pass: [conditional, unconditional]
+            prev = prev.repeat(len(x) // len(prev), *([1] * (prev.dim() - 1)))
+        return predict_x0(model, schedule, x, t, x0_skip, use_bf16, y, prev)
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         y = None if labels is None else labels.to(device)
-        return guided_x0(x0_of, x, t.to(device), y, guidance)
+        step = int(t.max())
+        if last["t"] is not None and step >= last["t"]:
+            last["x0"] = None  # a new sampling run
+        x0 = guided_x0(x0_of, x, t.to(device), y, guidance)
+        if getattr(model, "self_condition", False):
+            last["t"], last["x0"] = step, x0
+        return x0
     return denoise
 
 
@@ -272,7 +288,14 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
                 w = loss_weights(schedule, t, cfg.train.loss_weighting, cfg.train.snr_gamma).to(device)
                 x0, xt, t = (v.to(device) for v in (x0, xt, t))
                 xt = xt.contiguous(memory_format=memory_format)
-                x0_hat = predict_x0(train_model, schedule, xt, t, cfg.model.x0_skip, use_bf16, y)
+                x0_prev = None
+                # Self-conditioning (Chen et al. 2023): on half of the steps (one draw per step) the
+                # network first estimates x0 without gradient, then gets that estimate as its second
+                # input, as it will get the previous step's estimate when sampling.
+                if cfg.model.self_condition and torch.rand((), generator=gen) < 0.5:
+                    with torch.no_grad():
+                        x0_prev = predict_x0(train_model, schedule, xt, t, cfg.model.x0_skip, use_bf16, y)
+                x0_hat = predict_x0(train_model, schedule, xt, t, cfg.model.x0_skip, use_bf16, y, x0_prev)
                 per_sample = (x0_hat - x0).pow(2).flatten(1).mean(dim=1)
                 loss = (w * per_sample).mean()
                 logged = procs.mean(loss.detach()).item()  # the same on every process

@@ -78,16 +78,17 @@ class Attention(nn.Module):
 
 class UNet(nn.Module):
     def __init__(self, in_channels: int, channels: list[int], blocks: int, attention_levels: list[int],
-                 dropout: float = 0.0, num_classes: int = 0, heads: int = 4):
+                 dropout: float = 0.0, num_classes: int = 0, heads: int = 4, self_condition: bool = False):
         super().__init__()
         self.in_channels = in_channels
         self.num_classes = num_classes
+        self.self_condition = self_condition  # a second input: an earlier x0 estimate (forward's docstring)
         base = channels[0]
         temb_dim = 4 * base
         self.time_mlp = nn.Sequential(nn.Linear(base, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
         # num_classes + 1 rows: the last one is the "no label" class of classifier-free guidance.
         self.class_emb = nn.Embedding(num_classes + 1, temb_dim) if num_classes > 0 else None
-        self.conv_in = nn.Conv2d(in_channels, base, 3, padding=1)
+        self.conv_in = nn.Conv2d(2 * in_channels if self_condition else in_channels, base, 3, padding=1)
 
         self.down = nn.ModuleList()
         skip_widths = [base]
@@ -116,8 +117,17 @@ class UNet(nn.Module):
         self.norm_out = group_norm(c)
         self.conv_out = nn.Conv2d(c, in_channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """x0_hat = f(x_t, t[, y]). t: int64 [B] step indices; y: int64 [B] labels (num_classes = none)."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+                x0_prev: torch.Tensor | None = None) -> torch.Tensor:
+        """x0_hat = f(x_t, t[, y]). t: int64 [B] step indices; y: int64 [B] labels (num_classes = none).
+
+        Self-conditioning (Chen et al. 2023, "Analog bits"): with `self_condition` the network
+        also sees an earlier estimate of x0, concatenated to x_t along the channels,
+            x0_hat = f([x_t, x0_prev], t),
+        where x0_prev is the previous sampling step's x0_hat (zeros at the first step, or when None).
+        """
+        if self.self_condition:
+            x = torch.cat([x, torch.zeros_like(x) if x0_prev is None else x0_prev.to(x.dtype)], dim=1)
         temb = self.time_mlp(timestep_embedding(t, self.conv_in.out_channels))
         if self.class_emb is not None:
             if y is None:

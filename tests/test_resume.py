@@ -151,10 +151,10 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_state(sprite_dir
         calls = {"n": 0}
         forward = vae.forward
 
-        def nan_from_step_5(x, eps=None):
+        def nan_from_step_5(x, eps=None, down=1):
             calls["n"] += 1
-            x_hat, mean, logvar = forward(x, eps)
-            return (x_hat * float("nan") if calls["n"] >= 5 else x_hat), mean, logvar
+            x_hat, mean, logvar, x_hat_down = forward(x, eps, down)
+            return (x_hat * float("nan") if calls["n"] >= 5 else x_hat), mean, logvar, x_hat_down
         vae.forward = nan_from_step_5
         return vae
 

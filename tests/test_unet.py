@@ -136,3 +136,19 @@ def test_dropout_only_in_training_mode():
         torch.manual_seed(1)
         b = net(x, t)
     assert not torch.allclose(a, b)
+
+
+def test_self_conditioning_input():
+    """With self_condition the first convolution sees [x_t, x0_prev]; no estimate means zeros."""
+    net = _net(self_condition=True)
+    assert net.conv_in.in_channels == 6 and net.conv_out.out_channels == 3
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 500])
+    prev = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        none, zeros, given = net(x, t), net(x, t, x0_prev=torch.zeros_like(x)), net(x, t, x0_prev=prev)
+    assert torch.equal(none, zeros)
+    assert not torch.allclose(given, none, atol=1e-4)  # the estimate reaches the output
+    # without self-conditioning the argument is ignored (and the input has 3 channels)
+    plain = _net()
+    with torch.no_grad():
+        assert torch.equal(plain(x, t, x0_prev=prev), plain(x, t))
