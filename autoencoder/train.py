@@ -58,6 +58,11 @@ def parse_args(argv: list[str]) -> tuple[AEConfig, str | None, Resumed | None]:
     return resume_config(AEConfig, resumed, args.overrides, RESUME_KEYS), None, resumed
 
 
+def colour_l1(vae, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean L1 on whitened colours, |W (x_hat - x)|: every colour axis counts alike (autoencoder/model.py, VAE)."""
+    return (vae.whiten(x_hat) - vae.whiten(x)).abs().mean()
+
+
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB on the [0, 1] scale: 10 * log10(1 / MSE). Inputs are in [-1, 1]."""
     mse = ((x - y) / 2).pow(2).flatten(1).mean(dim=1)
@@ -187,13 +192,13 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
                 kl = kl_to_standard_normal(mean.float(), logvar.float()).mean()
                 loss = cfg.loss.l1_weight * l1 + cfg.loss.kl_weight * kl / x[0].numel()
                 if cfg.loss.colour_weight > 0:  # L1 on whitened colours: every colour axis counts alike
-                    loss = loss + cfg.loss.colour_weight * (vae.whiten(x_hat) - vae.whiten(x)).abs().mean()
+                    loss = loss + cfg.loss.colour_weight * colour_l1(vae, x_hat, x)
                 se = None
                 if use_se:  # |D(avgpool_k(z)) - avgpool_k(x)|, with the same colour term (autoencoder/model.py)
                     x_hat_down, x_down = x_hat_down.float(), F.avg_pool2d(x, down)
                     se = (x_hat_down - x_down).abs().mean()
                     if cfg.loss.colour_weight > 0:
-                        se = se + cfg.loss.colour_weight * (vae.whiten(x_hat_down) - vae.whiten(x_down)).abs().mean()
+                        se = se + cfg.loss.colour_weight * colour_l1(vae, x_hat_down, x_down)
                     loss = loss + cfg.loss.scale_equivariance * se
                 lp = lpips_model(x_hat, x).mean() if lpips_model is not None else None
                 if lp is not None:
@@ -258,12 +263,13 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
     save_comparison(holdout, recon, run_dir / "reconstructions.png")
     # Latent statistics over the training set (unflipped), for stage 2's scaling.
     vae.eval()
-    post_mean, post_std = encode_posterior(vae, to_unit_range(train_images), device=device)
+    train_pixels = to_unit_range(train_images)
+    post_mean, post_std = encode_posterior(vae, train_pixels, device=device)
     stats = latent_statistics(post_mean, post_std, seed=cfg.seed)
     # How picture-like the posterior means are, next to the sprites averaged down to the latent size.
     smoothness = {"latent_means": spatial_smoothness(post_mean),
                   "sprites_at_latent_size": spatial_smoothness(
-                      F.avg_pool2d(to_unit_range(train_images), vae.downsample_factor))}
+                      F.avg_pool2d(train_pixels, vae.downsample_factor))}
     history = progress.history
     metrics.update(training_metrics(progress.step, cfg.train.batch_size, len(batches), train_seconds, n_params,
                                     device, use_bf16))
