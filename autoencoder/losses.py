@@ -7,6 +7,11 @@ Total generator loss per batch (weights from the config's `loss` section):
       + perceptual_weight * mean LPIPS(x, x_hat)
       + kl_weight * mean_b KL(q(z|x_b) || N(0, I)) / D        (D = 3*H*W pixel values)
       + disc_weight * (-mean D(x_hat))            (hinge generator loss, after disc_start steps)
+
+and, from disc_start on, one step of the patch discriminator D per step on
+    L_D = 1/2 [ mean relu(1 - D(x)) + mean relu(1 + D(x_hat)) ]      (hinge loss, x_hat detached)
+whose value the run logs as `disc`: 1 when D cannot tell (all logits 0), 0 when every patch of
+every real and reconstructed sprite is on its side of the margin.
 """
 from __future__ import annotations
 

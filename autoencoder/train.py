@@ -156,7 +156,8 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
                           keep_last=cfg.train.keep_last, enabled=procs.is_main,
                           extra={"data_fingerprint": data.fingerprint})
     use_se = cfg.loss.scale_equivariance > 0
-    history_keys = ["total", "l1", "kl"] + (["lpips"] if lpips_model is not None else []) + (["se"] if use_se else [])
+    history_keys = (["total", "l1", "kl"] + (["lpips"] if lpips_model is not None else []) + (["se"] if use_se else [])
+                    + (["disc"] if disc is not None else []))
     progress = state.restore(resumed) if resumed else Progress(history={k: [] for k in history_keys})
     if resumed:
         log(f"resumed from {resumed.path} at step {progress.step} (epoch {progress.epoch}, batch {progress.batch})")
@@ -219,22 +220,24 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
                 if cfg.train.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.train.grad_clip)
                 opt.step()
-                if gan_on:  # discriminator step on detached reconstructions
+                if gan_on:  # discriminator step on detached reconstructions (at the constant rate train.lr)
                     d_loss = hinge_d_loss(disc(x), disc(x_hat.detach()))
                     opt_d.zero_grad(set_to_none=True)
                     d_loss.backward()
                     procs.average_gradients(disc)
                     opt_d.step()
+                    # 1 = chance (all logits 0), 0 = every patch told apart with a margin of 1
+                    logged["disc"] = procs.mean(d_loss.detach().reshape(1))[0].item()
 
                 for name, value in logged.items():
-                    progress.history[name].append(value)
+                    progress.history.setdefault(name, []).append(value)
                 progress.done_step()
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, l1=f"{logged['l1']:.4f}", kl=f"{logged['kl']:.1f}")
                 if progress.step % cfg.train.log_every == 0:
                     log(f"epoch {epoch} step {progress.step}/{total_steps} loss {logged['total']:.4f} "
                         f"l1 {logged['l1']:.4f} kl {logged['kl']:.2f}" + (f" se {logged['se']:.4f}" if use_se else "")
-                        + f" lr {opt.param_groups[0]['lr']:.2e}")
+                        + (f" disc {logged['disc']:.4f}" if gan_on else "") + f" lr {opt.param_groups[0]['lr']:.2e}")
                 state.end_of_step(progress, stop, procs, log)  # state checkpoint when due; stop on a signal
             if stopped_early:
                 break
@@ -276,6 +279,7 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
     metrics.update({
         "final_loss": history["total"][-1] if history["total"] else None,
         "final_l1": history["l1"][-1] if history["l1"] else None,
+        "final_disc_loss": history["disc"][-1] if history.get("disc") else None,
         "latent": stats,
         "latent_smoothness": smoothness,
     })
@@ -288,7 +292,7 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
         "data_fingerprint": data.fingerprint,
         "metrics": {k: v for k, v in metrics.items() if k != "latent"},
     }
-    path = finish_run(run_dir, ckpt, CHECKPOINT_NAME, metrics, {k: v for k, v in history.items() if k != "kl"},
+    path = finish_run(run_dir, ckpt, CHECKPOINT_NAME, metrics, {k: v for k, v in history.items() if k not in ("kl", "disc")},
                       title=f"VAE training ({cfg.run_name})")
     log(f"held-out PSNR {metrics['psnr_db']:.2f} dB, L1 {metrics['l1']:.4f}, LPIPS {metrics['lpips']} | "
         f"{train_seconds / 60:.1f} min, {metrics['train_img_per_s']} img/s | latent scale {stats['scale']:.3f}, "

@@ -28,7 +28,8 @@ from tests.helpers import REPO, TINY_AE, TINY_DIFFUSION, offline_training, subpr
 
 # 21 training images, batches of 4: 5 steps per epoch, 10 in all; state checkpoints after steps 3, 6
 # and 9 (the newest 2 kept). Killed after step 8, the run resumes from step 6 (epoch 1, batch 1) and
-# must redo steps 7 and 8 exactly as the first time.
+# must redo steps 7 and 8 exactly as the first time. The AE trains with the patch discriminator from
+# step 2 (as configs/ae.yaml does from step 1500), so its weights and optimiser are resumed too.
 RESUME_RUN = ["train.batch_size=4", "train.epochs=2", "train.ckpt_every=3", "train.keep_last=2",
               "train.max_minutes=0"]
 KILL_AT = 8
@@ -36,7 +37,7 @@ KILL_AT = 8
 
 def _ae_args(sprite_dir: Path, cache: Path, *extra: str) -> list[str]:
     return ["--config", str(REPO / "configs/ae.yaml"), f"data.root={sprite_dir}", f"data.cache_dir={cache}",
-            *TINY_AE, *RESUME_RUN, *extra]
+            *TINY_AE, *RESUME_RUN, "loss.disc_weight=0.1", "loss.disc_start=2", *extra]
 
 
 def _ldm_args(sprite_dir: Path, cache: Path, ae_path: Path, *extra: str) -> list[str]:

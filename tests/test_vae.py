@@ -15,7 +15,7 @@ from torch.nn import functional as F
 import autoencoder.train as ae_train
 from autoencoder.config import AEConfig
 from autoencoder.latents import build_vae, encode_posterior, latent_statistics, load_autoencoder, spatial_smoothness
-from autoencoder.losses import kl_to_standard_normal
+from autoencoder.losses import PatchDiscriminator, hinge_d_loss, hinge_g_loss, kl_to_standard_normal
 from autoencoder.model import VAE
 from plumbing.checkpoint import FORMAT_VERSION, load_checkpoint
 from plumbing.cli import UserError
@@ -356,3 +356,47 @@ def test_scale_equivariance_trains_an_equivariant_decoder(make_ae_config, tmp_pa
         assert all(-1 <= v["neighbour_correlation"] <= 1 and 0 <= v["high_frequency_power"] <= 1
                    for v in smooth.values())
     assert runs[0]["latent_smoothness"]["sprites_at_latent_size"] == runs[1]["latent_smoothness"]["sprites_at_latent_size"]
+
+
+# --- the patch discriminator (on in configs/ae.yaml) ------------------------------------------------
+
+def test_hinge_losses_have_their_closed_form():
+    real, fake = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([-3.0, 0.0, 0.5])
+    # L_D = 1/2 [mean relu(1 - D(x)) + mean relu(1 + D(x_hat))]
+    expected = 0.5 * (np.mean([0.0, 0.5, 2.0]) + np.mean([0.0, 1.0, 1.5]))
+    assert hinge_d_loss(real, fake).item() == pytest.approx(expected)
+    assert hinge_d_loss(torch.zeros(5), torch.zeros(5)).item() == 1.0  # chance: all logits 0
+    assert hinge_d_loss(torch.full((5,), 1.5), torch.full((5,), -1.5)).item() == 0.0  # beyond the margin
+    assert hinge_g_loss(fake).item() == pytest.approx(-fake.mean().item())
+
+
+@pytest.mark.parametrize("size, patches", [(16, 1), (64, 7)])
+def test_patch_discriminator_gives_one_logit_per_patch(size, patches):
+    torch.manual_seed(0)
+    logits = PatchDiscriminator()(torch.randn(2, 3, size, size))
+    assert logits.shape == (2, 1, patches, patches)
+
+
+def test_discriminator_run_logs_its_loss_and_keeps_it_out_of_the_weights(make_ae_config, tmp_path, no_lpips):
+    """A short run with the discriminator from step 10: its hinge loss is logged from that step on
+    and moves away from chance as it learns to tell reconstructions from sprites, the
+    reconstruction still improves, the run is deterministic with it, and the VAE checkpoint holds
+    the VAE alone (the discriminator is for training only)."""
+    gan = ["train.epochs=15", "loss.disc_weight=0.1", "loss.disc_start=10"]
+    result = ae_train.train(make_ae_config(*gan), str(tmp_path / "a"))
+    text = (Path(result["run_dir"]) / "log.txt").read_text()
+    steps = [int(s) for s in re.findall(r"step (\d+)/\d+ loss", text)]
+    with_disc = [int(s) for s in re.findall(r"step (\d+)/\d+ loss .* disc [0-9.]+ lr", text)]
+    assert steps == list(range(1, 31)) and with_disc == list(range(11, 31))
+    disc = [float(v) for v in re.findall(r" disc ([0-9.]+) lr", text)]
+    assert all(np.isfinite(disc)) and np.mean(disc[-5:]) < 0.95, disc
+    assert result["final_disc_loss"] == pytest.approx(disc[-1], abs=1e-4)
+    l1 = _logged_l1(Path(result["run_dir"]))
+    assert np.mean(l1[-5:]) < 0.8 * np.mean(l1[:5])
+    again = ae_train.train(make_ae_config(*gan), str(tmp_path / "b"))
+    wa, wb = (torch.load(Path(r["run_dir"]) / "ae.pt", weights_only=True) for r in (result, again))
+    assert all(torch.equal(wa["model"][k], wb["model"][k]) for k in wa["model"])
+    assert wa["model"].keys() == build_vae(make_ae_config(*gan)).state_dict().keys() and "disc" not in wa
+    # without the discriminator nothing is logged for it
+    plain = ae_train.train(make_ae_config("train.epochs=2"), str(tmp_path / "c"))
+    assert " disc " not in (Path(plain["run_dir"]) / "log.txt").read_text() and plain["final_disc_loss"] is None
