@@ -36,6 +36,13 @@ def kl_to_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Ten
     return per_dim.flatten(1).sum(dim=1)
 
 
+def colour_l1(vae: nn.Module, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean L1 on whitened colours, mean |W (x_hat - x)| (the `colour_weight` term above, and the
+    colour part of the scale-equivariance term): every colour axis counts alike
+    (autoencoder/model.py, VAE.whiten)."""
+    return (vae.whiten(x_hat) - vae.whiten(x)).abs().mean()
+
+
 # torchvision's ImageNet weights for each LPIPS backbone (downloaded once into torch.hub's cache).
 _BACKBONES = {
     "alex": ("alexnet", "AlexNet_Weights"),

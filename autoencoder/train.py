@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from autoencoder.config import AEConfig
 from autoencoder.latents import build_vae, encode_posterior, latent_statistics, spatial_smoothness
-from autoencoder.losses import PatchDiscriminator, hinge_d_loss, hinge_g_loss, kl_to_standard_normal, load_lpips
+from autoencoder.losses import (PatchDiscriminator, colour_l1, hinge_d_loss, hinge_g_loss, kl_to_standard_normal,
+                                 load_lpips)
 from plumbing.checkpoint import FORMAT_VERSION, cpu_state_dict
 from plumbing.cli import UserError, run_main
 from plumbing.config import load_config, to_dict
@@ -56,11 +57,6 @@ def parse_args(argv: list[str]) -> tuple[AEConfig, str | None, Resumed | None]:
         raise UserError("--resume continues a run in its own folder with its own config; drop --config and --out")
     resumed = open_resume(args.resume, STATE_KIND, COMMAND, CHECKPOINT_NAME)
     return resume_config(AEConfig, resumed, args.overrides, RESUME_KEYS), None, resumed
-
-
-def colour_l1(vae, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Mean L1 on whitened colours, |W (x_hat - x)|: every colour axis counts alike (autoencoder/model.py, VAE)."""
-    return (vae.whiten(x_hat) - vae.whiten(x)).abs().mean()
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -295,7 +295,7 @@ def test_spatial_smoothness_of_white_noise_and_of_smooth_fields():
     assert abs(white["neighbour_correlation"]) < 0.01
     assert white["high_frequency_power"] == pytest.approx(float((radius > 0.25).sum()) / (16 * 16 - 1), abs=0.01)
     # a field interpolated from 4x4 noise is smooth: strongly correlated, little high-frequency power
-    smooth = spatial_smoothness(torch.nn.functional.interpolate(noise[:, :, :4, :4], size=16, mode="bilinear"))
+    smooth = spatial_smoothness(F.interpolate(noise[:, :, :4, :4], size=16, mode="bilinear"))
     assert smooth["neighbour_correlation"] > 0.8 and smooth["high_frequency_power"] < 0.1
     # per-channel standardisation: scaling and shifting a channel changes nothing
     scaled = noise * torch.tensor([1.0, 5.0, 0.1, 2.0]).view(1, 4, 1, 1) + 3.0
@@ -311,7 +311,7 @@ def test_scale_equivariance_decodes_the_pooled_posterior_sample():
     eps = torch.randn(3, 4, 8, 8)
     x_hat, mean, logvar, x_hat_down = vae(x, eps, down=4)
     z = mean + torch.exp(0.5 * logvar) * eps
-    torch.testing.assert_close(x_hat_down, vae.unwhiten(vae.decoder(torch.nn.functional.avg_pool2d(z, 4))))
+    torch.testing.assert_close(x_hat_down, vae.unwhiten(vae.decoder(F.avg_pool2d(z, 4))))
     torch.testing.assert_close(x_hat, vae.unwhiten(vae.decoder(z)))
     assert x_hat_down.shape == (3, 3, 8, 8)
 
