@@ -223,7 +223,7 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
                     procs.average_gradients(disc)
                     opt_d.step()
                     # 1 = chance (all logits 0), 0 = every patch told apart with a margin of 1
-                    logged["disc"] = procs.mean(d_loss.detach().reshape(1))[0].item()
+                    logged["disc"] = procs.mean(d_loss.detach()).item()
 
                 for name, value in logged.items():
                     progress.history.setdefault(name, []).append(value)
