@@ -60,6 +60,18 @@ def restore_rows(model, schedule, space, cfg, device, x0: torch.Tensor, t_starts
     return rows
 
 
+def load_unconditional(ckpt: str | None, device_name: str, ae: str | None):
+    """(checkpoint path, device, EMA model, schedule, space, config) of the unconditional checkpoint a
+    diagnostic runs on (`ckpt`, else the one `diffusion.sample` would take); a type-conditional one is
+    a one-line error. Shared with reports/trajectory.py."""
+    ckpt_path = ckpt or default_checkpoint()
+    device = pick_device(device_name)
+    model, schedule, space, cfg = load_diffusion(ckpt_path, device, ae)
+    if num_classes(cfg) > 0:
+        raise UserError(f"{ckpt_path} is type-conditional; pass an unconditional checkpoint")
+    return ckpt_path, device, model, schedule, space, cfg
+
+
 def parse_args(argv: list[str]):
     p = argparse.ArgumentParser(prog="python -m reports.restore", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,11 +93,7 @@ def main(argv: list[str]) -> None:
     args = parse_args(argv)
     if args.n <= 0 or args.steps <= 0:
         raise UserError(f"--n {args.n} and --steps {args.steps} must be positive")
-    ckpt_path = args.ckpt or default_checkpoint()
-    device = pick_device(args.device)
-    model, schedule, space, cfg = load_diffusion(ckpt_path, device, args.ae)
-    if num_classes(cfg) > 0:
-        raise UserError(f"{ckpt_path} is type-conditional; pass an unconditional checkpoint")
+    ckpt_path, device, model, schedule, space, cfg = load_unconditional(args.ckpt, args.device, args.ae)
     bad = [t for t in args.t if not 0 <= t < schedule.T]
     if bad:
         raise UserError(f"--t {bad[0]}: every start step must lie in 0..{schedule.T - 1}")

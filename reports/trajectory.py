@@ -1,0 +1,111 @@
+"""Where a sample's shape is decided: the network's x0 predictions along one DDIM run, decoded.
+
+    python -m reports.trajectory [--ckpt CKPT] [--n 8] [--rows 8] [--steps 50] [--seed 1] --out DIR
+
+At every DDIM step the network predicts the clean sample, x0_hat = f(x_t, t), and the sampler builds
+its next state from it (diffusion/sampling.py):
+
+    eps_hat = (x_t - sqrt(ab_t) x0_hat) / sqrt(1 - ab_t),   x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev) eps_hat
+
+The reverse GIF of `diffusion.sample --gif` shows x_t, which is mostly noise until late. x0_hat shows
+what the model expects the finished picture to be at each noise level: under much noise, where many
+pictures fit x_t, the MSE-optimal prediction is their blurred average; once the model has chosen, it
+is the final picture. The noise level at which the decoded prediction stops changing is where the
+sample's layout is decided (docs/design.md, tenth session). At the last step (t = 0, ab_prev = 1)
+x_prev = x0_hat, so the last row is the sample itself.
+
+DIR/trajectory.png: one row per recorded step (labelled t and SNR(t) = ab_t / (1 - ab_t)), `rows` steps
+evenly spaced over the run, the first and the last included; one column per sample. DIR/trajectory.json:
+per row t, SNR and the RMS distance, in pixels in [-1, 1], between the decoded prediction and the final
+sample (0 in the last row): how much of the picture is still to be decided at that step.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+from PIL import Image
+
+from diffusion.sampling import Denoiser, ddim_sample, ddim_timesteps
+from diffusion.schedule import LinearSchedule
+from diffusion.train import make_denoiser
+from plumbing.cli import UserError, run_main
+from plumbing.pictures import grid_array, label_rows
+from plumbing.runs import writable_dir
+from reports.restore import load_unconditional
+
+
+def x0_trajectory(denoise: Denoiser, schedule: LinearSchedule, shape: tuple, generator: torch.Generator,
+                  device: torch.device, clip: bool, steps: int, rows: int) -> tuple[torch.Tensor, list]:
+    """(x_0 of a DDIM run (eta = 0), [(t, x0_hat at step t on the CPU), ...] at `rows` of its steps).
+
+    The run is `diffusion.sampling.ddim_sample` itself; a wrapper around the denoiser keeps the
+    predictions it makes at the chosen steps (clipped as the sampler clips them), so the samples are
+    exactly those of `diffusion.sample` with the same seed and steps (in float32)."""
+    taus = ddim_timesteps(schedule.T, steps)
+    picks = torch.linspace(0, len(taus) - 1, min(rows, len(taus))).round().long().tolist()
+    chosen = {taus[i] for i in picks}
+    kept = []
+
+    def recording(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x0_hat = denoise(x, t)
+        step = int(t[0])
+        if step in chosen:
+            kept.append((step, (x0_hat.float().clamp(-1, 1) if clip else x0_hat.float()).cpu()))
+        return x0_hat
+
+    x, _ = ddim_sample(recording, schedule, shape, generator, device, clip, steps=steps)
+    return x, kept
+
+
+def parse_args(argv: list[str]):
+    p = argparse.ArgumentParser(prog="python -m reports.trajectory", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", default=None, help="diffusion checkpoint (default: as python -m diffusion.sample)")
+    p.add_argument("--ae", default=None, help="AE checkpoint, if not at the path recorded in the diffusion checkpoint")
+    p.add_argument("--n", type=int, default=8, help="samples, one column each (default 8)")
+    p.add_argument("--rows", type=int, default=8, help="recorded steps, one row each (default 8)")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    p.add_argument("--seed", type=int, default=1, help="sampling seed (default 1, the seed of the metric sets)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="trajectory", help="output folder (default: trajectory/)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    if args.n <= 0:
+        raise UserError(f"--n {args.n}: the number of samples must be positive")
+    if args.rows < 2:
+        raise UserError(f"--rows {args.rows}: at least 2 rows are needed (the first and the last step)")
+    ckpt_path, device, model, schedule, space, cfg = load_unconditional(args.ckpt, args.device, args.ae)
+    if not 1 <= args.steps <= schedule.T:
+        raise UserError(f"--steps {args.steps} must be between 1 and T={schedule.T}")
+
+    denoise = make_denoiser(model, schedule, cfg.model.x0_skip, device, use_bf16=False)
+    gen = torch.Generator().manual_seed(args.seed)
+    with torch.inference_mode():
+        _, kept = x0_trajectory(denoise, schedule, (args.n, *space.shape), gen, device, space.clip, args.steps,
+                                args.rows)
+        pictures = [space.decode(x0_hat).cpu() for _, x0_hat in kept]
+    final = pictures[-1]
+    ab = schedule.alpha_bars
+    stats = {"checkpoint": str(ckpt_path), "space": space.name, "n": args.n, "seed": args.seed,
+             "steps": args.steps, "rows": []}
+    names = []
+    for (t, _), picture in zip(kept, pictures):
+        snr = float(ab[t] / (1 - ab[t]))
+        names.append(f"t={t} (SNR {snr:.2g})")
+        rms = float((picture - final).pow(2).mean().sqrt())
+        stats["rows"].append({"t": t, "snr": snr, "rms_to_final": round(rms, 4)})
+    out = writable_dir(args.out)
+    grid = grid_array(torch.cat(pictures), nrow=args.n, upscale=2)  # twice the size, as reports.restore
+    Image.fromarray(label_rows(grid, names, row_height=2 * final.shape[-2])).save(out / "trajectory.png")
+    (out / "trajectory.json").write_text(json.dumps(stats, indent=2) + "\n")
+    print("RMS distance of the decoded x0 prediction to the sample: "
+          + ", ".join(f"t={r['t']}: {r['rms_to_final']:.3f}" for r in stats["rows"]) + f" -> {out}/trajectory.png")
+
+
+if __name__ == "__main__":
+    run_main(main)
