@@ -33,7 +33,7 @@ from diffusion.schedule import LinearSchedule
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _frame_steps(n_steps: int, frames: int) -> set[int]:
+def frame_steps(n_steps: int, frames: int) -> set[int]:
     """Indices (0 = first reverse step) at which to record x_t, evenly spaced, last one included."""
     if frames <= 0:
         return set()
@@ -47,7 +47,7 @@ def ddpm_sample(denoise: Denoiser, schedule: LinearSchedule, shape: tuple, gener
                 device: torch.device, clip: bool, frames: int = 0, progress=None):
     """Ancestral sampling over all T steps. Returns (x_0 [N, ...], recorded [(t, x_t), ...])."""
     x = torch.randn(shape, generator=generator).to(device)
-    record = _frame_steps(schedule.T, frames)
+    record = frame_steps(schedule.T, frames)
     recorded = [(schedule.T, x.cpu())] if frames else []
     for i, t in enumerate(range(schedule.T - 1, -1, -1)):
         tt = torch.full((shape[0],), t, dtype=torch.long, device=device)
@@ -88,7 +88,7 @@ def ddim_sample(denoise: Denoiser, schedule: LinearSchedule, shape: tuple, gener
             raise ValueError(f"a DDIM start step must lie in 0..{schedule.T - 1}, got {t0}")
         taus = ddim_timesteps(t0 + 1, steps)
         x = x.to(device)
-    record = _frame_steps(len(taus), frames)
+    record = frame_steps(len(taus), frames)
     recorded = [(taus[0] + 1, x.cpu())] if frames else []
     ab = schedule.alpha_bars
     for i, t in enumerate(taus):

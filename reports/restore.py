@@ -111,12 +111,11 @@ def main(argv: list[str]) -> None:
         recon = space.decode(x0).cpu() if latent else sprites
     rows = restore_rows(model, schedule, space, cfg, device, x0, args.t, args.steps, args.seed)
 
-    ab = schedule.alpha_bars
     names = ["held-out sprite"] + (["VAE reconstruction"] if latent else [])
     stats = {"checkpoint": str(ckpt_path), "space": space.name, "n": len(sprites), "seed": args.seed,
              "reconstruction_psnr": mean_psnr(recon, sprites) if latent else None, "rows": []}
     for t0, row in zip(args.t, rows):
-        snr = float(ab[t0] / (1 - ab[t0]))
+        snr = float(schedule.snr(torch.tensor(t0)))
         names.append(f"from t={t0} (SNR {snr:.2g})")
         stats["rows"].append({"t0": t0, "snr": snr, "psnr_vs_sprite": mean_psnr(row, sprites),
                               "psnr_vs_reconstruction": mean_psnr(row, recon) if latent else None})

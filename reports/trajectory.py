@@ -27,7 +27,7 @@ import json
 import torch
 from PIL import Image
 
-from diffusion.sampling import Denoiser, ddim_sample, ddim_timesteps
+from diffusion.sampling import Denoiser, ddim_sample, ddim_timesteps, frame_steps
 from diffusion.schedule import LinearSchedule
 from diffusion.train import make_denoiser
 from plumbing.cli import UserError, run_main
@@ -44,8 +44,7 @@ def x0_trajectory(denoise: Denoiser, schedule: LinearSchedule, shape: tuple, gen
     predictions it makes at the chosen steps (clipped as the sampler clips them), so the samples are
     exactly those of `diffusion.sample` with the same seed and steps (in float32)."""
     taus = ddim_timesteps(schedule.T, steps)
-    picks = torch.linspace(0, len(taus) - 1, min(rows, len(taus))).round().long().tolist()
-    chosen = {taus[i] for i in picks}
+    chosen = {taus[i] for i in frame_steps(len(taus), rows)}  # as the sampler picks its GIF frames
     kept = []
 
     def recording(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -90,12 +89,11 @@ def main(argv: list[str]) -> None:
                                 args.rows)
         pictures = [space.decode(x0_hat).cpu() for _, x0_hat in kept]
     final = pictures[-1]
-    ab = schedule.alpha_bars
     stats = {"checkpoint": str(ckpt_path), "space": space.name, "n": args.n, "seed": args.seed,
              "steps": args.steps, "rows": []}
     names = []
     for (t, _), picture in zip(kept, pictures):
-        snr = float(ab[t] / (1 - ab[t]))
+        snr = float(schedule.snr(torch.tensor(t)))
         names.append(f"t={t} (SNR {snr:.2g})")
         rms = float((picture - final).pow(2).mean().sqrt())
         stats["rows"].append({"t": t, "snr": snr, "rms_to_final": round(rms, 4)})

@@ -22,8 +22,8 @@ def test_an_oracle_denoiser_predicts_its_x0_at_every_recorded_step_and_the_run_l
     target = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
     x, kept = trajectory.x0_trajectory(lambda x, t: target, sch, tuple(target.shape), torch.Generator().manual_seed(1),
                                        CPU, clip=False, steps=50, rows=6)
-    assert [t for t, _ in kept][0] == 999 and [t for t, _ in kept][-1] == 0
     ts = [t for t, _ in kept]
+    assert ts[0] == 999 and ts[-1] == 0
     assert len(ts) == 6 and ts == sorted(ts, reverse=True)
     for _, x0_hat in kept:
         assert torch.equal(x0_hat, target)
