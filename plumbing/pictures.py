@@ -31,11 +31,13 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, upscale: in
 
 
 def label_rows(grid: np.ndarray, labels: list[str], row_height: int, pad: int = 2) -> np.ndarray:
-    """Prepend a white margin to a grid with one text label per row (PIL's built-in font), so that a
-    grid with one row per class says which row is which."""
+    """Prepend a white margin to a grid with one text label per row, so that a grid with one row per
+    class (or per noise level) says which row is which. The font is the DejaVu Sans that matplotlib
+    ships (PIL's built-in font draws a space 2 pixels wide: "held-outsprite")."""
+    from matplotlib import font_manager
     from PIL import ImageDraw, ImageFont
 
-    font = ImageFont.load_default()
+    font = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 12)
     width = 8 + max(int(font.getlength(text)) for text in labels)
     canvas = Image.new("RGB", (width + grid.shape[1], grid.shape[0]), "white")
     canvas.paste(Image.fromarray(grid), (width, 0))
