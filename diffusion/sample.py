@@ -92,6 +92,18 @@ def default_checkpoint() -> Path:
                     f"{shipped}; run scripts/train_ldm.sh or pass --ckpt")
 
 
+def load_unconditional(ckpt: str | None, device_name: str, ae: str | None):
+    """(checkpoint path, device, EMA model, schedule, space, config) of the unconditional checkpoint a
+    diagnostic runs on (`ckpt`, else the one `diffusion.sample` would take); a type-conditional one is
+    a one-line error. For the diagnostics reports.restore and reports.trajectory."""
+    ckpt_path = ckpt or default_checkpoint()
+    device = pick_device(device_name)
+    model, schedule, space, cfg = load_diffusion(ckpt_path, device, ae)
+    if num_classes(cfg) > 0:
+        raise UserError(f"{ckpt_path} is type-conditional; pass an unconditional checkpoint")
+    return ckpt_path, device, model, schedule, space, cfg
+
+
 def sample_latents(model, schedule, space, cfg: DiffusionConfig, device: torch.device, n: int, sampler: str = "ddim",
                    steps: int = 50, eta: float = 0.0, seed: int = 0, labels: torch.Tensor | None = None,
                    guidance: float = 3.0, frames: int = 0, bf16: bool | None = None, progress=None):

@@ -27,11 +27,10 @@ from PIL import Image
 
 from autoencoder.train import psnr
 from diffusion.forward import shown_sprites
-from diffusion.sample import default_checkpoint, load_diffusion
+from diffusion.sample import load_unconditional
 from diffusion.sampling import ddim_sample
-from diffusion.train import make_denoiser, num_classes
+from diffusion.train import make_denoiser
 from plumbing.cli import UserError, run_main
-from plumbing.device import pick_device
 from plumbing.pictures import grid_array, label_rows
 from plumbing.runs import writable_dir
 from sprites.dataset import load_sprites, sprites_root, to_unit_range
@@ -58,18 +57,6 @@ def restore_rows(model, schedule, space, cfg, device, x0: torch.Tensor, t_starts
                                start=(t0, xt))
             rows.append(space.decode(x).cpu())
     return rows
-
-
-def load_unconditional(ckpt: str | None, device_name: str, ae: str | None):
-    """(checkpoint path, device, EMA model, schedule, space, config) of the unconditional checkpoint a
-    diagnostic runs on (`ckpt`, else the one `diffusion.sample` would take); a type-conditional one is
-    a one-line error. Shared with reports/trajectory.py."""
-    ckpt_path = ckpt or default_checkpoint()
-    device = pick_device(device_name)
-    model, schedule, space, cfg = load_diffusion(ckpt_path, device, ae)
-    if num_classes(cfg) > 0:
-        raise UserError(f"{ckpt_path} is type-conditional; pass an unconditional checkpoint")
-    return ckpt_path, device, model, schedule, space, cfg
 
 
 def parse_args(argv: list[str]):

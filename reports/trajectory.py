@@ -27,13 +27,13 @@ import json
 import torch
 from PIL import Image
 
+from diffusion.sample import load_unconditional
 from diffusion.sampling import Denoiser, ddim_sample, ddim_timesteps, frame_steps
 from diffusion.schedule import LinearSchedule
 from diffusion.train import make_denoiser
 from plumbing.cli import UserError, run_main
 from plumbing.pictures import grid_array, label_rows
 from plumbing.runs import writable_dir
-from reports.restore import load_unconditional
 
 
 def x0_trajectory(denoise: Denoiser, schedule: LinearSchedule, shape: tuple, generator: torch.Generator,
