@@ -18,6 +18,7 @@ from autoencoder.config import AEConfig
 from autoencoder.model import VAE
 from plumbing.checkpoint import load_checkpoint
 from plumbing.config import from_dict
+from sprites.dataset import to_unit_range
 
 
 def build_vae(cfg: AEConfig) -> VAE:
@@ -35,11 +36,14 @@ def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> tu
 
 
 @torch.no_grad()
-def encode_posterior(vae: VAE, images: torch.Tensor, batch_size: int = 64, device="cpu"):
-    """(mean, std) of q(z | x) for every image; images are float in [-1, 1] on the CPU."""
+def encode_posterior(vae: VAE, images: torch.Tensor, batch_size: int = 64, device="cpu", flip: bool = False):
+    """(mean, std) of q(z | x) for every image (mirrored left-right with `flip`); images are float in
+    [-1, 1], or uint8 pixels converted batch by batch (a large set never exists as floats at once)."""
     means, stds = [], []
     for i in range(0, len(images), batch_size):
-        mean, logvar = vae.encode(images[i:i + batch_size].to(device))
+        x = images[i:i + batch_size]
+        x = to_unit_range(x) if x.dtype == torch.uint8 else x
+        mean, logvar = vae.encode((x.flip(-1) if flip else x).to(device))
         means.append(mean.float().cpu())
         stds.append(torch.exp(0.5 * logvar.float()).cpu())
     return torch.cat(means), torch.cat(stds)

@@ -32,13 +32,15 @@ from plumbing.pictures import save_grid
 from plumbing.resume import (RESUMABLE_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint,
                              open_resume, resume_config)
 from plumbing.runs import RunLog, finish_run, open_run_dir, training_metrics
-from sprites.dataset import EpochBatches, load_sprites, pixel_batch, to_unit_range
+from sprites.dataset import pixel_batch, to_unit_range
+from sprites.mixture import drawn_sample, load_data, source_counts, training_batches
 
 CHECKPOINT_NAME = "ae.pt"
 STATE_KIND = "autoencoder-state"
 COMMAND = "python -m autoencoder.train"
 # What --resume may change: only keys that leave the trained weights as they are.
 RESUME_KEYS = RESUMABLE_KEYS | {"train.grid_every"}
+STATS_IMAGES = 8192  # images for the colour and latent statistics (all of them when the set is smaller)
 
 
 def parse_args(argv: list[str]) -> tuple[AEConfig, str | None, Resumed | None]:
@@ -111,10 +113,11 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
     lpips_model = None
     if cfg.loss.perceptual_weight > 0:  # fail before any work when the weights are missing
         lpips_model = load_lpips(cfg.loss.perceptual_net).to(device)
-    data = load_sprites(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
+    data = load_data(cfg.data)
     check_fingerprint(resumed, data.fingerprint, cfg.data.root)
-    train_images = data.train()
-    batches = EpochBatches(len(train_images), cfg.train.batch_size, cfg.seed, cfg.data.hflip)
+    batches = training_batches(data, cfg.data, cfg.train.batch_size, cfg.seed)
+    # colour whitening and latent scales: every training image, or a draw by share from a large mixture
+    stats_images = drawn_sample(data, cfg.data, STATS_IMAGES, cfg.seed)
     holdout = to_unit_range(data.holdout())
 
     run_dir = open_run_dir(out, cfg, resumed and resumed.run_dir, procs.is_main)
@@ -126,10 +129,12 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
             f"{cfg.train.batch_size}")
     log(f"data {cfg.data.root}: {len(data.train_idx)} train / {len(data.holdout_idx)} held-out images at "
         f"{cfg.data.size}px, fingerprint {data.fingerprint[:12]}")
+    if cfg.data.uses_corpus():
+        log(f"sources (training images; share of a batch): {source_counts(data, cfg.data)}")
 
     vae = build_vae(cfg)
     if cfg.model.colour_whitening:
-        vae.set_colour_statistics(to_unit_range(train_images))
+        vae.set_colour_statistics(to_unit_range(stats_images))
     vae = vae.to(device)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     vae = vae.to(memory_format=memory_format)
@@ -175,7 +180,7 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
                 set_learning_rate(opt, lr)
                 # Every process draws the posterior noise of the whole global batch and takes its rows.
                 eps = torch.randn((len(idx), *latent_shape), generator=gen)[rows]
-                x = pixel_batch(train_images, idx[rows], flip[rows]).to(device).contiguous(memory_format=memory_format)
+                x = pixel_batch(data.images, data.train_idx[idx[rows]], flip[rows]).to(device).contiguous(memory_format=memory_format)
                 # Scale equivariance: the factors k take turns, one per step (a pure function of the step).
                 down = cfg.loss.scale_factors[progress.step % len(cfg.loss.scale_factors)] if use_se else 1
                 with autocast(device, use_bf16):
@@ -262,7 +267,7 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
     save_comparison(holdout, recon, run_dir / "reconstructions.png")
     # Latent statistics over the training set (unflipped), for stage 2's scaling.
     vae.eval()
-    train_pixels = to_unit_range(train_images)
+    train_pixels = to_unit_range(stats_images)
     post_mean, post_std = encode_posterior(vae, train_pixels, device=device)
     stats = latent_statistics(post_mean, post_std, seed=cfg.seed)
     # How picture-like the posterior means are, next to the sprites averaged down to the latent size.

