@@ -10,13 +10,15 @@ Both are computed once, after training, and saved in the AE checkpoint.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
 from autoencoder.config import AEConfig
 from autoencoder.model import VAE
-from plumbing.checkpoint import load_checkpoint
+from plumbing.checkpoint import load_checkpoint, read_safetensors
+from plumbing.cli import UserError
 from plumbing.config import from_dict
 from sprites.dataset import to_unit_range
 
@@ -26,8 +28,20 @@ def build_vae(cfg: AEConfig) -> VAE:
 
 
 def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> tuple[VAE, dict]:
-    """A frozen VAE in eval mode, and its checkpoint dict (config, latent stats, fingerprint...)."""
-    ckpt = load_checkpoint(path, kind="autoencoder")
+    """A frozen VAE in eval mode, and its checkpoint dict (config, latent stats, fingerprint...).
+
+    `path` is an AE checkpoint of a training run (ae.pt), or the ae.safetensors of a release, whose
+    config and latent statistics are in the config.json beside it (diffusion/release.py)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            ckpt = {**json.loads((path.parent / "config.json").read_text())["ae"]}
+        except (OSError, ValueError, KeyError) as err:
+            raise UserError(f"{path.parent / 'config.json'} does not describe the AE {path.name} ({err}); "
+                            "fetch the release again")
+        ckpt["model"] = read_safetensors(path)
+    else:
+        ckpt = load_checkpoint(path, kind="autoencoder")
     cfg = from_dict(AEConfig, ckpt["config"])
     vae = build_vae(cfg)
     vae.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})

@@ -6,7 +6,7 @@ Total generator loss per batch (weights from the config's `loss` section):
       + colour_weight * mean|W (x - x_hat)|      (W: colour whitening, see model.py)
       + perceptual_weight * mean LPIPS(x, x_hat)
       + kl_weight * mean_b KL(q(z|x_b) || N(0, I)) / D        (D = 3*H*W pixel values)
-      + disc_weight * (-mean D(x_hat))            (hinge generator loss, after disc_start steps)
+      + disc_weight * (-mean D(x_hat))            (hinge generator loss, after the share disc_start of training)
 
 and, from disc_start on, one step of the patch discriminator D per step on
     L_D = 1/2 [ mean relu(1 - D(x)) + mean relu(1 + D(x_hat)) ]      (hinge loss, x_hat detached)

@@ -164,26 +164,15 @@ class VAE(nn.Module):
         """Decoder output clipped to the pixel range [-1, 1] (for pictures and metrics)."""
         return self.unwhiten(self.decoder(z)).clamp(-1.0, 1.0)
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None, down: int = 1):
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None):
         """Training pass: returns the unclipped reconstruction (so the L1 gradient never vanishes
-        at the range edges), the posterior parameters for the KL term, and with `down` > 1 the
-        decoding of the down-sampled latent (else None). `eps` is the N(0, I) noise of the
-        posterior sample z = mean + std * eps (drawn here from torch's global generator when not
-        given; the trainer passes its own, drawn for the whole global batch, so that any number of
-        processes draws the same noise).
-
-        Scale equivariance (Skorokhodov et al. 2025, "Improving the diffusability of
-        autoencoders"; Kouzelis et al. 2025, EQ-VAE). The trainer asks the decoder to map the
-        latent averaged over `down` x `down` blocks to the image averaged the same way:
-            D(avgpool_k(z)) ~ avgpool_k(x),   k = down.
-        A decoder that can do this reads the coarse picture from the coarse part of z, so the
-        encoder must put the sprite's low frequencies into the latent's low frequencies, and
-        the latent looks more like a small image than a texture code (docs/design.md).
-        """
+        at the range edges) and the posterior parameters for the KL term. `eps` is the N(0, I) noise
+        of the posterior sample z = mean + std * eps (drawn here from torch's global generator when
+        not given; the trainer passes its own, drawn for the whole global batch, so that any number
+        of processes draws the same noise)."""
         mean, logvar = self.encode(x)
         if eps is not None:
             z = mean + torch.exp(0.5 * logvar) * eps.to(mean.device)
         else:
             z = self.sample_posterior(mean, logvar)
-        x_hat_down = self.unwhiten(self.decoder(F.avg_pool2d(z, down))) if down > 1 else None
-        return self.unwhiten(self.decoder(z)), mean, logvar, x_hat_down
+        return self.unwhiten(self.decoder(z)), mean, logvar

@@ -27,7 +27,7 @@ from plumbing.cli import UserError, run_main
 from plumbing.config import load_config, to_dict
 from plumbing.device import autocast, bf16_pays, precision_note, seed_everything
 from plumbing.distributed import start_processes
-from plumbing.optim import scheduled_lr, set_learning_rate
+from plumbing.optim import schedule_position, scheduled_lr, set_learning_rate
 from plumbing.pictures import save_grid
 from plumbing.resume import (RESUMABLE_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint,
                              open_resume, resume_config)
@@ -59,6 +59,13 @@ def parse_args(argv: list[str]) -> tuple[AEConfig, str | None, Resumed | None]:
         raise UserError("--resume continues a run in its own folder with its own config; drop --config and --out")
     resumed = open_resume(args.resume, STATE_KIND, COMMAND, CHECKPOINT_NAME)
     return resume_config(AEConfig, resumed, args.overrides, RESUME_KEYS), None, resumed
+
+
+def discriminator_on(step: int, total_steps: int, seconds: float, cfg: AEConfig) -> bool:
+    """Whether the discriminator loss is on: once the schedule's position (the step, or under a time
+    budget the share of the budget used, whichever is further: plumbing/optim.py) passes the share
+    loss.disc_start of training. So a slower machine starts it at the same share of its budget."""
+    return schedule_position(step, total_steps, seconds, cfg.train.max_minutes) >= cfg.loss.disc_start * total_steps
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -133,8 +140,7 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
         log(f"sources (training images; share of a batch): {source_counts(data, cfg.data)}")
 
     vae = build_vae(cfg)
-    if cfg.model.colour_whitening:
-        vae.set_colour_statistics(to_unit_range(stats_images))
+    vae.set_colour_statistics(to_unit_range(stats_images))
     vae = vae.to(device)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     vae = vae.to(memory_format=memory_format)
@@ -156,8 +162,7 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
                           generators={"noise": gen}, device=device, every=cfg.train.ckpt_every,
                           keep_last=cfg.train.keep_last, enabled=procs.is_main,
                           extra={"data_fingerprint": data.fingerprint})
-    use_se = cfg.loss.scale_equivariance > 0
-    history_keys = (["total", "l1", "kl"] + (["lpips"] if lpips_model is not None else []) + (["se"] if use_se else [])
+    history_keys = (["total", "l1", "kl"] + (["lpips"] if lpips_model is not None else [])
                     + (["disc"] if disc is not None else []))
     progress = state.restore(resumed) if resumed else Progress(history={k: [] for k in history_keys})
     if resumed:
@@ -181,10 +186,8 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
                 # Every process draws the posterior noise of the whole global batch and takes its rows.
                 eps = torch.randn((len(idx), *latent_shape), generator=gen)[rows]
                 x = pixel_batch(data.images, data.train_idx[idx[rows]], flip[rows]).to(device).contiguous(memory_format=memory_format)
-                # Scale equivariance: the factors k take turns, one per step (a pure function of the step).
-                down = cfg.loss.scale_factors[progress.step % len(cfg.loss.scale_factors)] if use_se else 1
                 with autocast(device, use_bf16):
-                    x_hat, mean, logvar, x_hat_down = train_vae(x, eps, down)
+                    x_hat, mean, logvar = train_vae(x, eps)
                 x_hat = x_hat.float()
                 # L1 is a mean over the D = 3*H*W pixel values; the KL is per image (summed over latent
                 # dims). Dividing the KL by D gives kl_weight the meaning it has in Rombach et al. (2022),
@@ -195,21 +198,13 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
                 loss = cfg.loss.l1_weight * l1 + cfg.loss.kl_weight * kl / x[0].numel()
                 if cfg.loss.colour_weight > 0:  # L1 on whitened colours: every colour axis counts alike
                     loss = loss + cfg.loss.colour_weight * colour_l1(vae, x_hat, x)
-                se = None
-                if use_se:  # |D(avgpool_k(z)) - avgpool_k(x)|, with the same colour term (autoencoder/model.py)
-                    x_hat_down, x_down = x_hat_down.float(), F.avg_pool2d(x, down)
-                    se = (x_hat_down - x_down).abs().mean()
-                    if cfg.loss.colour_weight > 0:
-                        se = se + cfg.loss.colour_weight * colour_l1(vae, x_hat_down, x_down)
-                    loss = loss + cfg.loss.scale_equivariance * se
                 lp = lpips_model(x_hat, x).mean() if lpips_model is not None else None
                 if lp is not None:
                     loss = loss + cfg.loss.perceptual_weight * lp
-                gan_on = disc is not None and progress.step >= cfg.loss.disc_start
+                gan_on = disc is not None and discriminator_on(progress.step, total_steps, progress.seconds(), cfg)
                 if gan_on:
                     loss = loss + cfg.loss.disc_weight * hinge_g_loss(disc(x_hat))
-                terms = {"total": loss, "l1": l1, "kl": kl, **({"lpips": lp} if lp is not None else {}),
-                         **({"se": se} if se is not None else {})}
+                terms = {"total": loss, "l1": l1, "kl": kl, **({"lpips": lp} if lp is not None else {})}
                 # Averaged over the processes: the same numbers on each, for the log and the NaN check.
                 logged = dict(zip(terms, procs.mean(torch.stack(list(terms.values())).detach()).tolist()))
                 if not math.isfinite(logged["total"]):
@@ -237,7 +232,7 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
                 bar.set_postfix(epoch=epoch, l1=f"{logged['l1']:.4f}", kl=f"{logged['kl']:.1f}")
                 if progress.step % cfg.train.log_every == 0:
                     log(f"epoch {epoch} step {progress.step}/{total_steps} loss {logged['total']:.4f} "
-                        f"l1 {logged['l1']:.4f} kl {logged['kl']:.2f}" + (f" se {logged['se']:.4f}" if use_se else "")
+                        f"l1 {logged['l1']:.4f} kl {logged['kl']:.2f}"
                         + (f" disc {logged['disc']:.4f}" if gan_on else "") + f" lr {opt.param_groups[0]['lr']:.2e}")
                 state.end_of_step(progress, stop, procs, log)  # state checkpoint when due; stop on a signal
             if stopped_early:

@@ -37,7 +37,7 @@ def ours(cfg: AEConfig):
     model = build_vae(cfg)
 
     def forward(x):
-        x_hat, mean, logvar, _ = model(x)  # the 4th output is the scale-equivariance decoding (None here)
+        x_hat, mean, logvar = model(x)
         return x_hat, mean, logvar
     return model, forward
 

@@ -17,8 +17,8 @@ from autoencoder.latents import build_vae
 from benchmarks.harness import Plan, median_seconds
 from diffusion.config import DiffusionConfig
 from diffusion.sampling import ddim_sample, ddpm_sample
+from diffusion.model import build_schedule, build_unet, make_denoiser
 from diffusion.space import LatentSpace
-from diffusion.train import build_schedule, build_unet, make_denoiser
 from plumbing.config import load_config
 from plumbing.device import bf16_pays
 
@@ -34,11 +34,11 @@ def untrained_pipeline(ae_config: str | Path, ae_overrides: list[str], ldm_confi
     vae = build_vae(ae_cfg).eval().requires_grad_(False)
     c = vae.latent_channels
     identity_stats = {"scale": 1.0, "channel_mean": [0.0] * c, "channel_std": [1.0] * c}
-    space = LatentSpace(vae, identity_stats, cfg.ae.norm, cfg.ae.posterior, CPU, ae_cfg.data.size)
+    space = LatentSpace(vae, identity_stats, cfg.ae.norm, CPU, ae_cfg.data.size)
     unet = build_unet(cfg, c).eval().requires_grad_(False)
     schedule = build_schedule(cfg)
     use_bf16 = cfg.train.bf16 and bf16_pays(CPU)
-    return make_denoiser(unet, schedule, cfg.model.x0_skip, CPU, use_bf16), schedule, space, cfg
+    return make_denoiser(unet, CPU, use_bf16), schedule, space, cfg
 
 
 def sample_and_decode(denoise, schedule, space, n: int, sampler: str, steps: int, eta: float, seed: int = 0) -> None:

@@ -16,7 +16,6 @@ from sprites.config import DataConfig
 class AESection:
     ckpt: Optional[str] = None       # AE checkpoint; null = the newest checkpoints/*/ae.pt
     norm: Literal["global", "channel"] = "channel"      # latent normalisation (see diffusion/space.py)
-    posterior: Literal["sample", "mean"] = "mean"       # the posterior mean, or z ~ q(z|x) each epoch
 
 
 @dataclass
@@ -30,57 +29,49 @@ class ScheduleConfig:
 
 @dataclass
 class UNetConfig:
-    channels: list[int] = field(default_factory=lambda: [64, 128, 256])  # width per level
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # width per level
     blocks: int = 2                  # residual blocks per level (decoder: blocks + 1)
     attention_levels: list[int] = field(default_factory=lambda: [1, 2])  # level indices with self-attention
     heads: int = 4
     dropout: float = 0.0
-    # x0_hat = f(x_t, t) (false), or sqrt(ab_t) x_t + sqrt(1 - ab_t) f(x_t, t) (true; see
-    # LinearSchedule.x0_with_skip). Either way the model's output is an x0 estimate trained on the x0 MSE.
-    x0_skip: bool = False
-    # Self-conditioning (Chen et al. 2023): the network also sees its previous x0 estimate (UNet.forward);
-    # half of the training steps cost one extra forward pass without gradient.
-    self_condition: bool = False
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 1e-3
+    epochs: int = 300
+    batch_size: int = 32
+    lr: float = 2e-3
     weight_decay: float = 0.0
     warmup_steps: int = 200
     lr_min_ratio: float = 0.05
     grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    # Weight of the x0-MSE at step t: uniform (plain x0 loss); min_snr: min(SNR(t), snr_gamma)
-    # (Hang et al. 2023); trunc_snr: max(SNR(t), 1) (Salimans & Ho 2022).
-    loss_weighting: Literal["uniform", "min_snr", "trunc_snr"] = "uniform"
-    snr_gamma: float = 5.0
-    # Which noise levels the training steps see: uniform (t ~ Uniform{0..T-1}, Ho et al. 2020) or
-    # log_snr_normal (log SNR(t) ~ N(log_snr_mean, log_snr_std^2), mapped to the nearest t; Karras et
-    # al. 2022's log-normal noise levels, here for unit-variance data).
-    t_sampling: Literal["uniform", "log_snr_normal"] = "uniform"
+    ema_decay: float = 0.999         # averages over the last ~1,000 steps
+    # The noise levels of the training steps: log SNR(t) ~ N(log_snr_mean, log_snr_std^2), mapped to the
+    # nearest t (Karras et al. 2022's log-normal noise levels, for unit-variance data; diffusion/train.py).
     log_snr_mean: float = 1.0
     log_snr_std: float = 2.4
     bf16: bool = True                # bf16 autocast where the hardware supports it natively
     channels_last: bool = False
     log_every: int = 50
-    sample_every: int = 25           # epochs between sample grids (0: only at the end)
+    sample_every: int = 50           # epochs between sample grids (0: only at the end)
     sample_n: int = 64
-    max_minutes: float = 0.0         # stop after this many minutes of training (0: no limit)
+    max_minutes: float = 15.0        # stop after this many minutes of training (0: no limit)
     ckpt_every: int = 1000           # steps between training-state checkpoints for --resume (0: only on
                                      # SIGINT/SIGTERM); 1000 = every 1-2 min with the CPU configs
     keep_last: int = 2               # state checkpoints kept (the newest); older ones are deleted
     compile: bool = False            # torch.compile the model for training (CUDA; first steps slower)
+    init: Optional[str] = None       # start from this trained diffusion checkpoint's EMA weights (fine-tuning;
+                                     # a latent model keeps its AE; space and U-Net must match)
 
 
 @dataclass
 class ConditionConfig:
-    # Type conditioning with classifier-free guidance (diffusion/guidance.py, sprites/labels.py).
-    labels: Literal["none", "type1"] = "none"   # "type1": condition on each sprite's Type 1
+    # Labels with classifier-free guidance (diffusion/guidance.py): the Pokemon type (sprites/labels.py)
+    # and the style, i.e. the source of each image (sprites/config.py SOURCES); either, both or none.
+    labels: Literal["none", "type1"] = "none"   # "type1": condition on each image's Type 1
+    style: bool = False              # condition on the source: artwork, dream_world, sprite_front, sprite_back
     table: Optional[str] = None      # type table; null: pokemon_stats.csv beside data.root's folder
-    drop_prob: float = 0.15          # share of labels replaced by "no label" in training
+    drop_prob: float = 0.15          # share of labels replaced by "no label" in training (each kind on its own)
     guidance: float = 3.0            # guidance scale s of the training-time sample grids
 
 

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from diffusion.config import DiffusionConfig
+from diffusion.model import build_schedule
 from diffusion.schedule import LinearSchedule
-from diffusion.space import LatentSpace
-from diffusion.train import build_schedule
+from diffusion.space import LatentSpace, training_space
 from plumbing.cli import UserError, run_main
 from plumbing.config import load_config
 from plumbing.device import pick_device, seed_everything
@@ -201,10 +201,8 @@ def main(argv: list[str]) -> None:
     print_table(f"pixel space, {len(x0)} images, T={schedule.T}", report["pixels"])
 
     # Latent space, when there is an AE.
-    from diffusion.train import build_space
-
     try:
-        space, _ = build_space(dataclasses.replace(cfg, space="latent"), device)
+        space, _ = training_space(dataclasses.replace(cfg, space="latent"), device)
     except UserError as err:
         if cfg.space == "latent":
             raise

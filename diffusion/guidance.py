@@ -23,8 +23,10 @@ an affine function of x0_hat, and the x_t term is shared by both predictions, so
 
 Guiding x0 and then converting equals guiding eps.
 
-The null class is the U-Net's extra class index `num_classes` (diffusion/unet.py); for Pokemon
-types it is sprites.labels.NULL_LABEL = 18. This module knows nothing about training loops.
+Each kind of label (type, style: diffusion/labels.py) has its own null class, the U-Net's extra
+embedding row, and is dropped on its own in training, so one network learns the model conditioned
+on both, on either, and on none. Guidance extrapolates from "no label" for every kind the request
+gives towards the requested labels. This module knows nothing about training loops.
 """
 from __future__ import annotations
 
@@ -32,11 +34,10 @@ from typing import Callable
 
 import torch
 
-from sprites.labels import NULL_LABEL
+from diffusion.labels import NULL_STYLE, NULL_TYPE, Labels
 
 
-def drop_labels(y: torch.Tensor, p: float, generator: torch.Generator,
-                null_label: int = NULL_LABEL) -> torch.Tensor:
+def drop_labels(y: torch.Tensor, p: float, generator: torch.Generator, null_label: int) -> torch.Tensor:
     """Replace each label by `null_label` with probability p, independently (a new tensor).
 
         u_i ~ U[0, 1) from `generator`;   y'_i = null_label if u_i < p else y_i
@@ -52,34 +53,26 @@ def drop_labels(y: torch.Tensor, p: float, generator: torch.Generator,
     return torch.where(u < p, torch.full_like(y, null_label), y)
 
 
-def guided_x0(model: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tensor,
-              y: torch.Tensor | None, scale: float, null_label: int = NULL_LABEL) -> torch.Tensor:
-    """Classifier-free guided x0 prediction for a batch x_t [B, ...] at steps t [B] with labels y [B].
+def dropped(labels: Labels, p: float, generator: torch.Generator) -> Labels:
+    """`drop_labels` on each kind on its own (types first, then styles, one draw per label each)."""
+    return Labels(None if labels.type is None else drop_labels(labels.type, p, generator, NULL_TYPE),
+                  None if labels.style is None else drop_labels(labels.style, p, generator, NULL_STYLE))
 
-        x0_cond   = model(x_t, t, y)
-        x0_uncond = model(x_t, t, NULL)
+
+def guided_x0(model: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tensor,
+              labels: Labels | None, scale: float) -> torch.Tensor:
+    """Classifier-free guided x0 prediction for a batch x_t [B, ...] at steps t [B] with `labels`.
+
+        x0_cond   = model(x_t, t, labels)
+        x0_uncond = model(x_t, t, no label)
         x0_guided = x0_uncond + scale * (x0_cond - x0_uncond)
 
     Both predictions come from ONE forward pass over a batch of 2B: the first half carries the
-    labels, the second half the null label. Rows whose label is already null get
+    labels, the second half the null labels. Rows whose labels are already null get
     x0_cond = x0_uncond, hence x0_guided = x0_uncond for any scale.
-    With y None (an unconditional model) this is simply model(x_t, t).
+    With labels None (an unconditional request) this is simply model(x_t, t).
     """
-    if y is None:
+    if labels is None:
         return model(x, t)
-    # [cond half; uncond half]: same images and steps, labels y then NULL
-    x2 = torch.cat([x, x])
-    t2 = torch.cat([t, t])
-    y2 = torch.cat([y, torch.full_like(y, null_label)])
-    x0_cond, x0_uncond = model(x2, t2, y2).chunk(2)
+    x0_cond, x0_uncond = model(torch.cat([x, x]), torch.cat([t, t]), labels.cat(labels.null())).chunk(2)
     return x0_uncond + scale * (x0_cond - x0_uncond)
-
-
-def guided_denoiser(model: Callable[..., torch.Tensor], y: torch.Tensor | None, scale: float,
-                    null_label: int = NULL_LABEL) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """`denoise(x_t, t)` for diffusion/sampling.py: guided_x0 with the labels y [N] of the N samples fixed."""
-
-    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return guided_x0(model, x, t, y, scale, null_label)
-
-    return denoise

@@ -84,18 +84,6 @@ class LinearSchedule:
         """The noise implied by x_t and x_0: eps = (x_t - sqrt(alpha_bar_t) x_0) / sqrt(1 - alpha_bar_t)."""
         return (xt - self._at(self.alpha_bars.sqrt(), t, xt) * x0) / self._at((1 - self.alpha_bars).sqrt(), t, xt)
 
-    def x0_with_skip(self, xt: torch.Tensor, t: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        """x0_hat = sqrt(alpha_bar_t) x_t + sqrt(1 - alpha_bar_t) f   (model.x0_skip=true).
-
-        For unit-variance data, sqrt(alpha_bar_t) x_t is the best *linear* estimate of x_0 from x_t
-        (Cov(x_0, x_t) / Var(x_t)), and sqrt(1 - alpha_bar_t) is the standard deviation of its error.
-        Writing the x0 prediction as that estimate plus a scaled correction f from the network is the
-        skip/output preconditioning of Karras et al. (2022, EDM, with sigma_data = 1): near t = 0 the
-        network no longer has to copy x_t through the U-Net exactly, and f has unit scale at every t.
-        The prediction and the loss stay in x0 (the MSE on x0_hat); only the wiring differs.
-        """
-        return self._at(self.alpha_bars.sqrt(), t, xt) * xt + self._at((1 - self.alpha_bars).sqrt(), t, xt) * f
-
     def snr(self, t: torch.Tensor) -> torch.Tensor:
         """Signal-to-noise ratio SNR(t) = alpha_bar_t / (1 - alpha_bar_t)."""
         return self.alpha_bars[t.cpu()] / (1.0 - self.alpha_bars[t.cpu()])

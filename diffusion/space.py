@@ -1,21 +1,48 @@
 """Where diffusion happens: pixels, or a frozen VAE's normalised latents.
 
 This is the only thing that differs between the pixel-space baseline and the latent model; the
-schedule, the U-Net, the loss and the samplers are the same code. A space knows
-    shape          the shape of one diffusion sample x_0 (C, H, W)
-    clip           whether x0 predictions may be clipped to a known data range ([-1, 1] pixels)
-    batch(...)     x_0 for a batch of training images (with their flips)
-    encode(pix)    pixels in [-1, 1] -> x_0 (for pictures of the forward process)
-    decode(x)      x_0 (or any x_t) -> pixels in [-1, 1]
+schedule, the U-Net, the loss and the samplers are the same code. A space (`Space`) knows
+    name, shape   "pixel" or "latent", and the shape of one diffusion sample x_0 (C, H, W)
+    clip          whether x0 predictions may be clipped to a known data range ([-1, 1] pixels)
+    prepare(imgs) what training needs once: for latents, every training image encoded
+    batch(...)    x_0 for a batch of training images (with their flips)
+    encode(pix)   pixels in [-1, 1] -> x_0 (for pictures of the forward process)
+    decode(x)     x_0 (or any x_t) -> pixels in [-1, 1]
+    all_x0()      every training x_0 (unflipped), for statistics
 
 Latent normalisation (see autoencoder/latents.py): "global" multiplies by one scale factor
-s = 1 / std(z) (Rombach et al. 2022); "channel" standardises each channel, (z_c - m_c) / s_c.
+s = 1 / std(z) (Rombach et al. 2022); "channel" standardises each channel, (z_c - m_c) / s_c. The
+latent x_0 of an image is its posterior mean (the VAE's q(z|x) sampled anew each epoch gave worse
+samples: docs/design.md, "What the DDPM trains on").
+
+`training_space` builds the space of a config for training, `checkpoint_space` the space of a
+trained model: the one place each is built.
 """
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Protocol
+
 import torch
 
+from autoencoder.latents import encode_posterior, load_autoencoder
+from diffusion.config import DiffusionConfig
+from plumbing.checkpoint import file_sha256, save_atomic
+from plumbing.cli import UserError
+from plumbing.runs import newest_run_file
 from sprites.dataset import pixel_batch, to_unit_range
+
+
+class Space(Protocol):
+    name: str
+    shape: tuple[int, int, int]
+    clip: bool
+
+    def prepare(self, images_uint8: torch.Tensor, cache: Path | None = None) -> None: ...
+    def batch(self, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor: ...
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor: ...
+    def decode(self, x: torch.Tensor) -> torch.Tensor: ...
+    def all_x0(self) -> torch.Tensor: ...
 
 
 class PixelSpace:
@@ -28,10 +55,10 @@ class PixelSpace:
         self.shape = (3, size, size)
         self.images = None
 
-    def prepare(self, images_uint8: torch.Tensor) -> None:
+    def prepare(self, images_uint8: torch.Tensor, cache: Path | None = None) -> None:
         self.images = images_uint8
 
-    def batch(self, idx: torch.Tensor, flip: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def batch(self, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
         return pixel_batch(self.images, idx, flip)
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -46,14 +73,13 @@ class PixelSpace:
 
 
 class LatentSpace:
-    """Diffusion on a frozen VAE's latents, normalised to about unit variance."""
+    """Diffusion on a frozen VAE's posterior means, normalised to about unit variance."""
 
     name = "latent"
     clip = False  # latents have no known range: never clip them
 
-    def __init__(self, vae, latent_stats: dict, norm: str, posterior: str, device: torch.device, size: int):
-        self.vae, self.device = vae, device
-        self.norm, self.posterior = norm, posterior
+    def __init__(self, vae, latent_stats: dict, norm: str, device: torch.device, size: int):
+        self.vae, self.device, self.norm = vae, device, norm
         c = vae.latent_channels
         self.shape = (c, size // vae.downsample_factor, size // vae.downsample_factor)
         if norm == "global":
@@ -62,15 +88,23 @@ class LatentSpace:
         else:  # per-channel standardisation
             self.shift = torch.tensor(latent_stats["channel_mean"]).view(1, c, 1, 1)
             self.scale = 1.0 / torch.tensor(latent_stats["channel_std"]).view(1, c, 1, 1)
-        self.post_mean = self.post_std = None
+        self.post_mean = None
 
-    def prepare(self, images_uint8: torch.Tensor, batch_size: int = 64) -> None:
-        """Encode the training images and their flips once; keep q(z|x)'s mean and std."""
-        from autoencoder.latents import encode_posterior
-
-        stats = [encode_posterior(self.vae, images_uint8, batch_size, self.device, flip=flip) for flip in (False, True)]
-        self.post_mean = torch.stack([m for m, _ in stats])  # [2 (plain, mirrored), N, C, h, w]
-        self.post_std = torch.stack([s for _, s in stats])
+    def prepare(self, images_uint8: torch.Tensor, cache: Path | None = None, batch_size: int = 64) -> None:
+        """Encode the training images and their mirror images once (q(z|x)'s means), or read them from
+        `cache` (a file keyed by the AE and the images: see `latent_cache`), writing it when missing."""
+        if cache is not None and cache.is_file():
+            try:
+                means = torch.load(cache, weights_only=True)
+                if means.shape[1] == len(images_uint8):
+                    self.post_mean = means
+                    return
+            except Exception:  # a damaged cache is rebuilt, never trusted
+                pass
+        self.post_mean = torch.stack([encode_posterior(self.vae, images_uint8, batch_size, self.device, flip=flip)[0]
+                                      for flip in (False, True)])  # [2 (plain, mirrored), N, C, h, w]
+        if cache is not None:
+            save_atomic(self.post_mean, cache)
 
     def normalise(self, z: torch.Tensor) -> torch.Tensor:
         """z -> (z - shift) * scale."""
@@ -80,13 +114,9 @@ class LatentSpace:
         """x -> x / scale + shift (the inverse of normalise)."""
         return x / self.scale.to(x) + self.shift.to(x)
 
-    def batch(self, idx: torch.Tensor, flip: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """x_0 = normalise(z), z = mean + std * eps ~ q(z | x)  (or z = mean with posterior=mean)."""
-        mean = self.post_mean[flip.long(), idx]
-        if self.posterior == "sample":
-            std = self.post_std[flip.long(), idx]
-            mean = mean + std * torch.randn(mean.shape, generator=generator)
-        return self.normalise(mean)
+    def batch(self, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+        """x_0 = normalise(mean of q(z | x)) for the images idx (mirrored where `flip`)."""
+        return self.normalise(self.post_mean[flip.long(), idx])
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -102,3 +132,73 @@ class LatentSpace:
     def all_x0(self) -> torch.Tensor:
         """Every (unflipped) training latent, posterior means, normalised."""
         return self.normalise(self.post_mean[0])
+
+
+def latent_cache(cache_dir: str | None, ae_sha256: str, images_key: str) -> Path | None:
+    """Where the encoded training images of an AE are kept: <cache_dir>/latents_<AE>_<images>.pt."""
+    return None if not cache_dir else Path(cache_dir) / f"latents_{ae_sha256[:16]}_{images_key[:16]}.pt"
+
+
+def find_ae(record: dict, ckpt_path: str | Path, ae_path: str | None = None) -> Path:
+    """The AE file of a latent checkpoint: `ae_path` if given, else the recorded path, else a file of
+    the recorded name beside the checkpoint (a moved run folder, the shipped pair). Its sha256 must be
+    the recorded one."""
+    if ae_path:
+        path = Path(ae_path)
+        if not path.is_file():
+            raise UserError(f"AE {path} not found; pass the AE this model was trained on with --ae PATH")
+    else:
+        path = Path(record["path"])
+        beside = Path(ckpt_path).parent / path.name
+        if not path.is_file() and beside.is_file():
+            path = beside
+        if not path.is_file():
+            raise UserError(f"the AE this model was trained on ({record['path']}) is missing; pass it with --ae PATH")
+    if file_sha256(path) != record["sha256"]:
+        raise UserError(f"AE {path} is not the one this model was trained on (sha256 {record['sha256'][:12]}...); "
+                        "pass the matching AE with --ae PATH")
+    return path
+
+
+def latent_space(ae_path: Path, cfg: DiffusionConfig, device: torch.device) -> LatentSpace:
+    """The latent space of a config on the AE in `ae_path` (which must be trained at data.size)."""
+    vae, ae_ckpt = load_autoencoder(ae_path, device)
+    ae_size = ae_ckpt["config"]["data"]["size"]
+    if ae_size != cfg.data.size:
+        raise UserError(f"data.size={cfg.data.size} but the AE {ae_path} was trained at {ae_size}px; "
+                        f"set data.size={ae_size}")
+    return LatentSpace(vae, ae_ckpt["latent"], cfg.ae.norm, device, cfg.data.size)
+
+
+def training_space(cfg: DiffusionConfig, device: torch.device, trained_on: dict | None = None):
+    """(space, AE record {path, sha256} or None) of a config for training.
+
+    The AE is ae.ckpt, else `trained_on` (the AE of a resumed run, or of the model a fine-tuning
+    run starts from), else the newest checkpoints/*/ae.pt; with `trained_on`, whichever is used must
+    have its sha256."""
+    if cfg.space == "pixel":
+        return PixelSpace(cfg.data.size), None
+    if cfg.ae.ckpt:
+        ae_path = Path(cfg.ae.ckpt)
+    elif trained_on:
+        ae_path = Path(trained_on["path"])
+    else:
+        ae_path = newest_run_file("ae.pt")
+        if ae_path is None:
+            raise UserError("no AE checkpoint found under checkpoints/; run scripts/train_ae.sh first or pass "
+                            "ae.ckpt=PATH")
+    if not ae_path.is_file():
+        raise UserError(f"AE checkpoint {ae_path} not found; pass the AE with ae.ckpt=PATH")
+    sha = file_sha256(ae_path)
+    if trained_on and sha != trained_on["sha256"]:
+        raise UserError(f"AE {ae_path} is not the one this model was trained on (sha256 {trained_on['sha256'][:12]}); "
+                        "pass the matching AE with ae.ckpt=PATH")
+    return latent_space(ae_path, cfg, device), {"path": str(ae_path), "sha256": sha}
+
+
+def checkpoint_space(cfg: DiffusionConfig, shape: tuple, ae_record: dict | None, ckpt_path: str | Path,
+                     device: torch.device, ae_path: str | None = None):
+    """The space of a trained model: pixels, or its AE's latents (found by `find_ae`)."""
+    if cfg.space == "pixel":
+        return PixelSpace(shape[-1])
+    return latent_space(find_ae(ae_record, ckpt_path, ae_path), cfg, device)

@@ -7,8 +7,9 @@
 
 * Time: t -> sinusoidal embedding (Vaswani et al. 2017) -> Linear -> SiLU -> Linear, a vector
   `temb` that every residual block adds (after a Linear) to its feature maps.
-* Optional class label y (type conditioning): a learned embedding added to `temb`; the extra
-  index `num_classes` is the "no label" class used for classifier-free guidance.
+* Optional labels (diffusion/labels.py): the Pokemon type and the style (source) of the image, each
+  a learned embedding added to `temb`; the extra index of each (`num_types`, `num_styles`) is its
+  "no label" class, used for classifier-free guidance.
 * ResBlock: h = conv(silu(norm(x))) + Linear(silu(temb)); h = conv(dropout(silu(norm(h)))); x + h.
 * Self-attention (multi-head, with a residual) at the levels listed in `attention_levels` and in
   the middle; attention costs O((HW)^2), so it only pays at low resolutions.
@@ -19,8 +20,11 @@ from __future__ import annotations
 import math
 
 import torch
+from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
+
+from diffusion.labels import Labels
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -68,27 +72,26 @@ class Attention(nn.Module):
         self.proj = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
-        # [B, heads, HW, d] for scaled_dot_product_attention
-        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
-        out = out.transpose(-1, -2).reshape(b, c, h, w)
-        return x + self.proj(out)
+        h, w = x.shape[-2:]
+        q, k, v = rearrange(self.qkv(self.norm(x)), "b (three heads d) h w -> three b heads (h w) d",
+                            three=3, heads=self.heads)
+        out = F.scaled_dot_product_attention(q, k, v)  # softmax(Q K^T / sqrt(d)) V per head
+        return x + self.proj(rearrange(out, "b heads (h w) d -> b (heads d) h w", h=h, w=w))
 
 
 class UNet(nn.Module):
     def __init__(self, in_channels: int, channels: list[int], blocks: int, attention_levels: list[int],
-                 dropout: float = 0.0, num_classes: int = 0, heads: int = 4, self_condition: bool = False):
+                 dropout: float = 0.0, num_types: int = 0, num_styles: int = 0, heads: int = 4):
         super().__init__()
         self.in_channels = in_channels
-        self.num_classes = num_classes
-        self.self_condition = self_condition  # a second input: an earlier x0 estimate (forward's docstring)
+        self.num_types, self.num_styles = num_types, num_styles
         base = channels[0]
         temb_dim = 4 * base
         self.time_mlp = nn.Sequential(nn.Linear(base, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
-        # num_classes + 1 rows: the last one is the "no label" class of classifier-free guidance.
-        self.class_emb = nn.Embedding(num_classes + 1, temb_dim) if num_classes > 0 else None
-        self.conv_in = nn.Conv2d(2 * in_channels if self_condition else in_channels, base, 3, padding=1)
+        # n + 1 rows each: the last one is the "no label" class of classifier-free guidance.
+        self.type_emb = nn.Embedding(num_types + 1, temb_dim) if num_types > 0 else None
+        self.style_emb = nn.Embedding(num_styles + 1, temb_dim) if num_styles > 0 else None
+        self.conv_in = nn.Conv2d(in_channels, base, 3, padding=1)
 
         self.down = nn.ModuleList()
         skip_widths = [base]
@@ -117,22 +120,16 @@ class UNet(nn.Module):
         self.norm_out = group_norm(c)
         self.conv_out = nn.Conv2d(c, in_channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
-                x0_prev: torch.Tensor | None = None) -> torch.Tensor:
-        """x0_hat = f(x_t, t[, y]). t: int64 [B] step indices; y: int64 [B] labels (num_classes = none).
-
-        Self-conditioning (Chen et al. 2023, "Analog bits"): with `self_condition` the network
-        also sees an earlier estimate of x0, concatenated to x_t along the channels,
-            x0_hat = f([x_t, x0_prev], t),
-        where x0_prev is the previous sampling step's x0_hat (zeros at the first step, or when None).
-        """
-        if self.self_condition:
-            x = torch.cat([x, torch.zeros_like(x) if x0_prev is None else x0_prev.to(x.dtype)], dim=1)
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: Labels | None = None) -> torch.Tensor:
+        """x0_hat = f(x_t, t[, labels]). t: int64 [B] step indices; labels: type and/or style [B] each,
+        where a missing kind (or a model without it) means "no label"."""
         temb = self.time_mlp(timestep_embedding(t, self.conv_in.out_channels))
-        if self.class_emb is not None:
-            if y is None:
-                y = torch.full_like(t, self.num_classes)
-            temb = temb + self.class_emb(y)
+        if self.type_emb is not None:
+            y = labels.type if labels is not None and labels.type is not None else torch.full_like(t, self.num_types)
+            temb = temb + self.type_emb(y)
+        if self.style_emb is not None:
+            y = labels.style if labels is not None and labels.style is not None else torch.full_like(t, self.num_styles)
+            temb = temb + self.style_emb(y)
         h = self.conv_in(x)
         skips = [h]
         for layer in self.down:

@@ -11,6 +11,10 @@ Loading uses `torch.load(weights_only=True)`, which refuses pickled code: a file
 pickle payload is rejected and its code never runs. Weights may be stored in half precision
 (`half_precision`, the shipped weights); the loaders cast every tensor to float32 before
 load_state_dict, so an fp16 file loads exactly like an fp32 one.
+
+The shipped release is in safetensors instead (`write_safetensors`, `read_safetensors`): the
+ecosystem's format for weights, a flat file of named tensors that other tools read and whose
+loading cannot run code; its configuration travels beside it as JSON (diffusion/release.py).
 """
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from plumbing.cli import UserError
 
@@ -108,3 +114,27 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def write_safetensors(state: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """A state dict as a safetensors file, written atomically (temp file + rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in state.items()}, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (on the CPU), or a UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} is missing; fetch the release again (git checkout checkpoints/release)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserError(f"{path} is not a readable safetensors file ({str(err)[:80]}); fetch it again")

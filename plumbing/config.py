@@ -124,12 +124,16 @@ def _build(schema: type[T], tree: dict, prefix: str) -> T:
             raise UserError(f"unknown config key '{prefix}{key}'{hint}; valid keys in this section: "
                             f"{', '.join(sorted(fields))}")
     kwargs = {}
+    factories = {f.name: f.default_factory for f in dataclasses.fields(schema)}
     for name in fields:
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
             sub = tree.get(name, {})
             if not isinstance(sub, dict):
                 raise UserError(f"config key '{prefix}{name}' is a section; set its keys as {prefix}{name}.KEY=VALUE")
+            # keys left out keep the section's default as the enclosing schema gives it (its default_factory)
+            if factories[name] is not dataclasses.MISSING:
+                sub = _merged(dataclasses.asdict(factories[name]()), sub)
             kwargs[name] = _build(tp, sub, prefix=f"{prefix}{name}.")
         elif name in tree:
             kwargs[name] = _check(tp, tree[name], f"{prefix}{name}")
@@ -141,6 +145,14 @@ def _build(schema: type[T], tree: dict, prefix: str) -> T:
     if check is not None:
         check()
     return cfg
+
+
+def _merged(base: dict, over: dict) -> dict:
+    """`base` with the values of `over` on top, section by section."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _type_name(tp: Any) -> str:

@@ -17,6 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+import matplotlib
+from tqdm import tqdm
+
 from plumbing.checkpoint import save_atomic
 from plumbing.cli import UserError
 from plumbing.config import dump_yaml
@@ -25,7 +28,7 @@ from plumbing.device import machine_summary
 CHECKPOINT_ROOT = Path("checkpoints")
 # checkpoints/release/ holds the shipped weights (diffusion/release.py): committed, not a run folder.
 RELEASE_NAME = "release"
-RELEASE_AE, RELEASE_LDM = "ae.pt", "ldm.pt"
+RELEASE_AE, RELEASE_LDM, RELEASE_CONFIG = "ae.safetensors", "ldm.safetensors", "config.json"
 
 
 def new_run_dir(out: str | None, run_name: str) -> Path:
@@ -75,7 +78,7 @@ def newest_run_file(filename: str, root: Path | None = None) -> Path | None:
 
 
 def release_dir() -> Path:
-    """Where the shipped weights live: checkpoints/release/ (ae.pt, ldm.pt, release.json)."""
+    """Where the shipped weights live: checkpoints/release/ (ldm.safetensors, ae.safetensors, config.json)."""
     return CHECKPOINT_ROOT / RELEASE_NAME
 
 
@@ -89,8 +92,6 @@ class RunLog:
         self.start = time.time()
 
     def __call__(self, msg: str) -> None:
-        from tqdm import tqdm
-
         if self.path is None:
             return
 
@@ -134,10 +135,8 @@ def finish_run(run_dir: Path, checkpoint: dict, checkpoint_name: str, metrics: d
 
 def save_loss_curve(steps: list[int], curves: dict[str, list[float]], path: Path, title: str) -> None:
     """Plot each curve against the step, raw (faint) and smoothed (EMA over ~2% of the steps)."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after choosing the file-only backend
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     for name, values in curves.items():
@@ -161,3 +160,33 @@ def save_loss_curve(steps: list[int], curves: dict[str, list[float]], path: Path
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+class TrainingBar:
+    """The progress bar of a training run: over the time budget when train.max_minutes is set (what
+    ends the run then; the epoch count would promise more than the budget gives), over the steps
+    otherwise. The step and the given numbers (loss, epoch) go in its postfix."""
+
+    def __init__(self, desc: str, total_steps: int, max_minutes: float, progress, disable: bool = False):
+        self.budget = max_minutes * 60 if max_minutes > 0 else 0.0
+        if self.budget:
+            self.bar = tqdm(total=round(self.budget), initial=min(round(self.budget), int(progress.seconds_before)),
+                            desc=f"{desc} ({max_minutes:g} min)", unit="s", dynamic_ncols=True, mininterval=1.0,
+                            disable=disable, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}{postfix}]")
+        else:
+            self.bar = tqdm(total=total_steps, initial=progress.step, desc=desc, unit="step", dynamic_ncols=True,
+                            mininterval=1.0, disable=disable)
+
+    def step(self, progress, **postfix) -> None:
+        """After an optimiser step: advance (by the seconds or by one step) and show `postfix`."""
+        if self.budget:
+            self.bar.update(max(0, min(round(self.budget), int(progress.seconds())) - self.bar.n))
+        else:
+            self.bar.update(1)
+        self.bar.set_postfix(step=progress.step, **postfix, refresh=False)
+
+    def __enter__(self) -> "TrainingBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()

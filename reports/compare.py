@@ -57,15 +57,20 @@ from torch.utils.flop_counter import FlopCounterMode
 import benchmarks.harness  # noqa: F401  (teaches the FLOP counter torch's CPU attention kernel)
 from benchmarks.jobs import peak_rss_mb
 from diffusion.config import DiffusionConfig
+from diffusion.labels import Labels
+from diffusion.model import make_denoiser, num_styles, num_types, predict_x0
+from diffusion.pipeline import load_diffusion
 from diffusion.sampling import ddim_timesteps
+from diffusion.space import find_ae
 from plumbing.checkpoint import load_checkpoint
 from plumbing.cli import UserError, run_main
 from plumbing.config import from_dict
 from plumbing.device import machine_summary, pick_device
-from plumbing.pictures import save_grid
+from plumbing.pictures import save_gif, save_grid
 from plumbing.runs import writable_dir
 from reports.metrics import K_NEIGHBOURS, evaluate, reference_rows
 from sprites.dataset import load_sprites, sprites_root, to_uint8, to_unit_range
+from sprites.labels import TYPES
 
 GIF_SAMPLES = 16
 GIF_FRAMES = 20
@@ -114,8 +119,6 @@ def load_run(arg: str, space: str, flag: str) -> Run:
     run = Run(space, ckpt_path, ckpt_path.parent, from_dict(DiffusionConfig, ckpt["config"]),
               read_metrics(ckpt_path.parent, ckpt), ckpt.get("data_fingerprint"))
     if space == "latent":
-        from diffusion.sample import find_ae
-
         ae_path = find_ae(ckpt["ae"], ckpt_path)
         ae_ckpt = load_checkpoint(ae_path, kind="autoencoder")
         run.ae = {"path": str(ae_path), "metrics": read_metrics(ae_path.parent, ae_ckpt)}
@@ -131,17 +134,15 @@ def sampling_job(ckpt: str, n: int, steps: int, seed: int, device: str) -> dict:
     own, Python and torch included. Returns the samples as uint8, the seconds of each sampler
     (decoding included), and the peak memory.
     """
-    from diffusion.sample import generate, load_diffusion
-
     dev = pick_device(device)
     start_mb = peak_rss_mb()
-    model, schedule, space, cfg = load_diffusion(ckpt, dev)
-    generate(model, schedule, space, cfg, dev, 2, "ddim", steps=2, seed=seed)  # warm-up
+    pipe = load_diffusion(ckpt, dev)
+    pipe.generate(2, seed, steps=2)  # warm-up
     result = {"start_rss_mb": start_mb}
     for sampler in ("ddim", "ddpm"):
-        images, _, seconds = generate(model, schedule, space, cfg, dev, n, sampler, steps=steps, seed=seed)
+        images, _, seconds = pipe.generate(n, seed, sampler=sampler, steps=steps)
         result[sampler] = {"images": to_uint8(images), "seconds": seconds,
-                           "steps": len(ddim_timesteps(schedule.T, steps)) if sampler == "ddim" else schedule.T}
+                           "steps": len(ddim_timesteps(pipe.schedule.T, steps)) if sampler == "ddim" else pipe.schedule.T}
     result["peak_rss_mb"] = peak_rss_mb()
     if dev.type == "cuda":
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 20
@@ -167,28 +168,25 @@ def counted_flops(fn) -> int:
 
 def training_flops_per_image(model, schedule, shape: tuple, cfg: DiffusionConfig) -> int:
     """One training image through diffusion.train's step: x0_hat = f(x_t, t), the x0-MSE, backward."""
-    from diffusion.train import num_classes, predict_x0
-
     net = copy.deepcopy(model).train().requires_grad_(True)
     dev = next(net.parameters()).device
     gen = torch.Generator().manual_seed(0)
     x0 = torch.randn(1, *shape, generator=gen)
     t = torch.full((1,), schedule.T // 2)
     xt = schedule.q_sample(x0, t, torch.randn(x0.shape, generator=gen)).to(dev)
-    y = torch.zeros(1, dtype=torch.long, device=dev) if num_classes(cfg) else None
+    zero = torch.zeros(1, dtype=torch.long, device=dev)
+    y = Labels(zero if num_types(cfg) else None, zero if num_styles(cfg) else None)
 
     def step():
-        loss = (predict_x0(net, schedule, xt, t.to(dev), cfg.model.x0_skip, False, y) - x0.to(dev)).pow(2).mean()
+        loss = (predict_x0(net, xt, t.to(dev), False, y) - x0.to(dev)).pow(2).mean()
         loss.backward()
     return counted_flops(step)
 
 
 def sampling_flops(model, schedule, space, cfg: DiffusionConfig, steps: int) -> dict:
     """FLOPs of one sample: one network evaluation per step, then decoding to pixels."""
-    from diffusion.train import make_denoiser
-
     dev = next(model.parameters()).device
-    denoise = make_denoiser(model, schedule, cfg.model.x0_skip, dev, False)
+    denoise = make_denoiser(model, dev, False)
     x = torch.randn(1, *space.shape, generator=torch.Generator().manual_seed(0)).to(dev)
     t = torch.full((1,), schedule.T - 1, device=dev)
     with torch.inference_mode():
@@ -243,8 +241,8 @@ def forward_figures(pixel_model, latent_model, pixel_sprites, latent_sprites, se
     the statistics of x_0 and x_T."""
     from diffusion.forward import latent_proof, pixel_proof
 
-    _, pixel_schedule, _, _ = pixel_model
-    _, latent_schedule, latent_space, _ = latent_model
+    pixel_schedule = pixel_model.schedule
+    latent_schedule, latent_space = latent_model.schedule, latent_model.space
     gen = torch.Generator().manual_seed(seed)
     x0 = to_unit_range(pixel_sprites.train())
     stats = {"pixels": pixel_proof(pixel_schedule, x0, gen, out, frames=GIF_FRAMES, upscale=1),
@@ -259,24 +257,17 @@ def forward_figures(pixel_model, latent_model, pixel_sprites, latent_sprites, se
 
 def reverse_process_gif(loaded, steps: int, seed: int, path: Path, device) -> int:
     """The reverse process (DDIM) of the first GIF_SAMPLES samples of `seed`; returns the frame count."""
-    from diffusion.sample import generate, reverse_gif
-
-    model, schedule, space, cfg = loaded
-    _, recorded, _ = generate(model, schedule, space, cfg, device, GIF_SAMPLES, "ddim", steps=steps, seed=seed,
-                              frames=GIF_FRAMES)
-    return reverse_gif(space, recorded, GIF_SAMPLES, path)
+    frames = loaded.reverse_process(GIF_SAMPLES, seed, frames=GIF_FRAMES, steps=steps)
+    save_gif(frames, path)
+    return len(frames)
 
 
 def type_grid(loaded, steps: int, seed: int, path: Path, device) -> dict:
     """One row of TYPE_ROW samples per Pokemon type (as diffusion.sample --type all) at the run's
     guidance scale cond.guidance."""
-    from diffusion.sample import generate, sample_labels
-    from sprites.labels import TYPES
-
-    model, schedule, space, cfg = loaded
-    labels, n = sample_labels(["all"], TYPE_ROW, True)
-    images, _, _ = generate(model, schedule, space, cfg, device, n, "ddim", steps=steps, seed=seed, labels=labels,
-                            guidance=cfg.cond.guidance)
+    cfg = loaded.cfg
+    labels, _ = loaded.labels(["all"], None, TYPE_ROW)
+    images, _, _ = loaded.generate(len(labels), seed, labels, cfg.cond.guidance, steps=steps)
     save_grid(images, path, nrow=TYPE_ROW)
     return {"types": list(TYPES), "per_type": TYPE_ROW, "guidance": cfg.cond.guidance}
 
@@ -620,7 +611,7 @@ def fit_budget(out: Path, names: list[str], budget_mb: float, min_frames: int = 
 
 def measure_cost(run: Run, loaded, sampled: dict, steps: int) -> dict:
     """Parameters, FLOPs, and the sampling time and memory measured in the fresh process."""
-    model, schedule, space, cfg = loaded
+    model, schedule, space, cfg = loaded.model, loaded.schedule, loaded.space, loaded.cfg
     cost = {"shape": list(space.shape), "T": schedule.T, "ddim_steps": sampled["ddim"]["steps"],
             "unet_parameters": parameters(model),
             "train_flops": training_flops_per_image(model, schedule, space.shape, cfg),
@@ -664,8 +655,6 @@ def main(argv: list[str]) -> None:
     print(f"sampling: {args.n} samples with DDIM and with DDPM per model, each model in a fresh process")
     sampled = {run.space: in_fresh_process(sampling_job, ckpt=str(run.ckpt_path), n=args.n, steps=args.steps,
                                            seed=args.seed, device=args.device) for run in runs}
-    from diffusion.sample import load_diffusion
-
     loaded = {run.space: load_diffusion(run.ckpt_path, device) for run in runs}
     print("cost, figures, metrics")
     cost = {run.space: measure_cost(run, loaded[run.space], sampled[run.space], args.steps) for run in runs}
@@ -675,7 +664,7 @@ def main(argv: list[str]) -> None:
     print("forward process")
     stats = forward_figures(loaded["pixel"], loaded["latent"], sprites["pixel"], sprites["latent"], args.seed, out)
     types = None
-    if loaded["latent"][3].cond.labels != "none":
+    if loaded["latent"].cfg.cond.labels != "none":
         types = type_grid(loaded["latent"], args.steps, args.seed, out / "types_latent.png", device)
 
     machine_now = machine_summary(device)

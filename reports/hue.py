@@ -33,8 +33,9 @@ import json
 
 import torch
 
+from diffusion.labels import training_labels
+from diffusion.pipeline import load_pipeline
 from plumbing.cli import UserError, run_main
-from plumbing.device import pick_device
 from plumbing.pictures import save_grid
 from plumbing.runs import newest_run_file, writable_dir
 from sprites.dataset import load_sprites, to_unit_range
@@ -109,18 +110,15 @@ def main(argv: list[str]) -> None:
     ckpt = args.ckpt or newest_run_file("diffusion.pt")
     if ckpt is None:
         raise UserError("no diffusion checkpoint found under checkpoints/; pass --ckpt")
-    device = pick_device(args.device)
-    from diffusion.sample import generate, load_diffusion
-    from diffusion.train import num_classes, training_labels
-
-    model, schedule, space, cfg = load_diffusion(ckpt, device)  # once, for every type and scale
-    if num_classes(cfg) == 0:
-        raise UserError(f"{ckpt} is unconditional; train with configs/ldm_types.yaml (cond.labels=type1)")
+    pipe = load_pipeline(ckpt, args.device)  # once, for every type and scale
+    cfg = pipe.cfg
+    if not pipe.conditional["type"]:
+        raise UserError(f"{ckpt} has no type labels; train with configs/ldm_types.yaml (cond.labels=type1)")
     types = [parse_type(t) for t in args.types]
     out = writable_dir(args.out)
 
     data = load_sprites(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
-    labels = training_labels(cfg, data.names)[data.train_idx]
+    labels = training_labels(cfg, data).type[data.train_idx]
     real = to_unit_range(data.train())
     result = {"checkpoint": str(ckpt), "n": args.n, "steps": args.steps, "seed": args.seed, "rows": []}
     rows = []
@@ -132,8 +130,8 @@ def main(argv: list[str]) -> None:
         rows.append((name, "real, other types", other, total_variation(other["hist"], same["hist"]), 0.0))
         for s in args.guidance:
             # n DDIM samples of this type at guidance s, decoded to pixels; the same seed for every row
-            imgs, _, _ = generate(model, schedule, space, cfg, device, args.n, "ddim", steps=args.steps,
-                                  seed=args.seed, labels=torch.full((args.n,), ti), guidance=s)
+            request, _ = pipe.labels([TYPES[ti]], None, args.n)  # a style model: style artwork
+            imgs, _, _ = pipe.generate(args.n, args.seed, request, s, steps=args.steps)
             save_grid(imgs[:16], out / f"{name.lower()}_guidance{s:g}.png", nrow=8)
             gen = hue_summary(imgs)
             rows.append((name, f"samples, guidance {s:g}", gen, total_variation(gen["hist"], same["hist"]),

@@ -44,8 +44,14 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 
 from plumbing.cli import UserError, run_main
+from plumbing.runs import writable_dir, write_json
+from reports.creature import RECOGNISED, block_shuffle, creature_scores
+from reports.manifold import manifold_precision_recall, nearest_neighbours, pairwise_distances
+from reports.pokenet import SHIPPED_DIR, SHIPPED_NAME, PokeNet, load_pokenet, predict, validation_artworks
+from sprites.dataset import composite_on_white, decode_folder, list_image_files, load_sprites, to_uint8, to_unit_range
 
 FEATURE_SIZE = 16   # pixel features: images averaged down to 16x16 (x 3 colours = 768 numbers)
 K_NEIGHBOURS = 3    # k of the k-NN balls in precision/recall (Kynkaanniemi et al. 2019 use k = 3)
@@ -100,11 +106,6 @@ def pixel_features(images: torch.Tensor, size: int = FEATURE_SIZE, proj_dim: int
         return flat / math.sqrt(flat.shape[1])
     q = random_orthogonal_rows(flat.shape[1], proj_dim, seed)
     return flat @ q.T / math.sqrt(proj_dim)
-
-
-def pairwise_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """[len(a), len(b)] Euclidean distances, computed directly (an exact 0 for identical rows)."""
-    return torch.cdist(a.double(), b.double(), compute_mode="donot_use_mm_for_euclid_dist")
 
 
 # --- sliced Wasserstein distance on Laplacian-pyramid patches --------------------------------------
@@ -229,21 +230,6 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, patch: int = 7, n_patch
 
 # --- improved precision and recall ----------------------------------------------------------------
 
-def knn_radii(feats: torch.Tensor, k: int) -> torch.Tensor:
-    """Distance of each point to its k-th nearest *other* point of the same set.
-
-    Each row of the distance matrix includes the point itself at distance 0, so the k-th nearest
-    other point is the (k+1)-th smallest entry.
-    """
-    return pairwise_distances(feats, feats).kthvalue(k + 1, dim=1).values
-
-
-def share_inside_balls(queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> float:
-    """Share of `queries` within radius r_j of at least one centre c_j: the union of the balls."""
-    inside = pairwise_distances(queries, centres) <= radii[None, :]
-    return inside.any(dim=1).double().mean().item()
-
-
 def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = K_NEIGHBOURS,
                      features: Features = pixel_features) -> dict[str, float]:
     """Improved precision and recall (Kynkaanniemi et al., NeurIPS 2019).
@@ -261,22 +247,10 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = K_NEIGHBOU
     equal size; in pixel features "near" means "similar layout and colours", not "plausible", and
     blurry images, which sit between real ones, can score a higher precision than real ones do.
     """
-    fr, ff = features(real), features(fake)
-    if min(len(fr), len(ff)) <= k:
-        raise ValueError(f"precision/recall with k={k} needs more than {k} images per set "
-                         f"(got {len(fr)} real, {len(ff)} generated)")
-    return {"precision": share_inside_balls(ff, fr, knn_radii(fr, k)),
-            "recall": share_inside_balls(fr, ff, knn_radii(ff, k)),
-            "k": k}
+    return manifold_precision_recall(features(real), features(fake), k)
 
 
 # --- memorisation ---------------------------------------------------------------------------------
-
-def nearest_neighbours(queries: torch.Tensor, refs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(distance to, index of) the nearest row of `refs` for every row of `queries`."""
-    d = pairwise_distances(queries, refs)
-    return d.min(dim=1)
-
 
 def memorisation(samples: torch.Tensor, train: torch.Tensor, holdout: torch.Tensor,
                  quantile: float = 0.05, ratio: float = 0.5, duplicate_eps: float = 0.05, flips: bool = True,
@@ -421,8 +395,6 @@ def fid_kid(real: torch.Tensor | str | Path, fake: torch.Tensor, kid_subsets: in
             f"on a machine with internet run torch-fidelity once (it caches {INCEPTION_URL} in "
             "~/.cache/torch/hub/checkpoints/) or download that file, and copy it here "
             "(or set TORCH_HOME to a folder whose hub/checkpoints/ holds it)")
-    from sprites.dataset import decode_folder, list_image_files, to_uint8
-
     if isinstance(real, (str, Path)):
         real_u8 = decode_folder(list_image_files(Path(real)), fake.shape[-1])[0]
     else:
@@ -510,15 +482,25 @@ def reference_rows(train: torch.Tensor, holdout: torch.Tensor, seed: int = 0, fi
     return {name: evaluate(images, train, holdout, seed, fid, swd_patches) for name, images in sets.items()}
 
 
+def creature_reference_rows(model: PokeNet, samples: torch.Tensor, train: torch.Tensor, held: torch.Tensor,
+                       seed: int = 0) -> dict[str, dict]:
+    """`creature_scores` of the samples and of sets of known quality, all against the training artworks
+    `train` (with the two-sample test against them too): real held-out artworks (`held`, never seen
+    by PokeNet), the same blurred (sigma 2 px) and with their pixels shuffled within 8x8 tiles, and
+    uniform noise as many as the samples."""
+    ref = predict(model, train, "cpu")[0]
+    gen = torch.Generator().manual_seed(seed)
+    sets = {"samples": samples, "held-out artworks": held, "held-out, blurred": gaussian_blur(held, 2.0),
+            "held-out, tiles shuffled": block_shuffle(held, 8, seed),
+            "noise": torch.rand(len(samples), *samples.shape[1:], generator=gen) * 2 - 1}
+    return {name: creature_scores(model, images, train, ref, c2st_real=train, seed=seed) for name, images in sets.items()}
+
+
 # --- the command ------------------------------------------------------------------------------------
 
 def load_sample_folder(folder: Path) -> torch.Tensor:
     """The numbered PNGs of a folder (0000.png, 0001.png, ... as diffusion.sample writes them, so
     grid.png is left out), composited on white, as float in [-1, 1]."""
-    from PIL import Image, UnidentifiedImageError
-
-    from sprites.dataset import composite_on_white, to_unit_range
-
     hint = f"write samples with python -m diffusion.sample --n 64 --out {folder}"
     if not folder.is_dir():
         raise UserError(f"samples folder {folder} does not exist; {hint}")
@@ -551,6 +533,10 @@ def parse_args(argv: list[str]):
     p.add_argument("--split-seed", type=int, default=0, help="held-out split seed, as in training (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the SWD patches and the noise row (default 0)")
     p.add_argument("--no-fid", action="store_true", help="skip FID/KID (slow on a CPU)")
+    p.add_argument("--pokenet", default=str(SHIPPED_DIR / SHIPPED_NAME),
+                   help="PokeNet weights for the creature measures (default: the shipped ones)")
+    p.add_argument("--trust-pokenet", action="store_true", help="use PokeNet weights whose sha256 is not a known one")
+    p.add_argument("--no-pokenet", action="store_true", help="skip the creature measures")
     p.add_argument("--out", default=None, help="JSON file (default: SAMPLES/metrics.json)")
     return p.parse_args(argv)
 
@@ -572,9 +558,6 @@ def print_table(rows: dict[str, dict]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    from plumbing.runs import writable_dir, write_json
-    from sprites.dataset import load_sprites, to_unit_range
-
     args = parse_args(argv)
     samples = load_sample_folder(Path(args.samples))
     size = samples.shape[-1]
@@ -614,8 +597,33 @@ def main(argv: list[str]) -> None:
                 "size": size, "holdout": args.holdout, "split_seed": args.split_seed, "seed": args.seed,
                 "features": f"{FEATURE_SIZE}x{FEATURE_SIZE} area-averaged pixels, RMS distance in [-1, 1] units",
                 "k": K_NEIGHBOURS}
-    write_json({"settings": settings, "samples": result, "reference": reference}, out)
+    creature = None
+    if not args.no_pokenet:
+        creature = creature_table(samples, train, args)
+    write_json({"settings": settings, "samples": result, "reference": reference, "creature": creature}, out)
     print(f"-> {out}")
+
+
+def creature_table(samples: torch.Tensor, train: torch.Tensor, args) -> dict:
+    """The creature measures of the samples and of PokeNet's reference rows, printed as a table."""
+    model, ckpt = load_pokenet(args.pokenet, args.trust_pokenet)
+    size = ckpt["config"]["data"]["size"]
+    if samples.shape[-1] != size:
+        raise UserError(f"the creature measures need {size}x{size} samples (PokeNet's size), got "
+                        f"{samples.shape[-1]}x{samples.shape[-1]}; pass --no-pokenet")
+    held, _ = validation_artworks(ckpt, args.data, cache_dir=args.cache_dir)
+    rows = creature_reference_rows(model, samples, train, to_unit_range(held), args.seed)
+    print(f"\ncreature measures (PokeNet {args.pokenet}; against the {len(train)} training artworks):")
+    print(f"{'set':<26}{'n':>5}{'recognised':>11}{'mean top p':>11}{'exp-KL':>8}{'Frechet':>9}{'prec':>6}"
+          f"{'recall':>7}{'C2ST':>6}")
+    for name, r in rows.items():
+        print(f"{name:<26}{r['n']:>5}{r['recognised']:>11.3f}{r['mean_top_probability']:>11.3f}{r['exp_kl']:>8.1f}"
+              f"{r['frechet_pokenet']:>9.1f}{r['precision']:>6.2f}{r['recall']:>7.2f}{fmt(r['c2st'], '.2f'):>6}")
+    print(f"recognised = share of images whose most probable species has p >= {RECOGNISED} (the headline); "
+          "Frechet = Frechet distance of PokeNet's penultimate features (not FID); C2ST = accuracy of a small "
+          "CNN telling the set from training artworks (0.5: indistinguishable); held-out artworks: PokeNet's "
+          "validation artworks")
+    return rows
 
 
 if __name__ == "__main__":

@@ -27,9 +27,9 @@ from PIL import Image
 
 from autoencoder.train import psnr
 from diffusion.forward import shown_sprites
-from diffusion.sample import load_unconditional
+from diffusion.model import make_denoiser
+from diffusion.pipeline import Pipeline, load_pipeline
 from diffusion.sampling import ddim_sample
-from diffusion.train import make_denoiser
 from plumbing.cli import UserError, run_main
 from plumbing.pictures import grid_array, label_rows
 from plumbing.runs import writable_dir
@@ -41,11 +41,11 @@ def mean_psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
     return round(float(psnr(images, reference).mean()), 2)
 
 
-def restore_rows(model, schedule, space, cfg, device, x0: torch.Tensor, t_starts: list[int], steps: int,
-                 seed: int) -> list[torch.Tensor]:
+def restore_rows(pipe: Pipeline, x0: torch.Tensor, t_starts: list[int], steps: int, seed: int) -> list[torch.Tensor]:
     """Decoded restorations (pixels in [-1, 1], on the CPU) of the clean x_0 [N, *space.shape], one tensor
-    per start step in `t_starts`."""
-    denoise = make_denoiser(model, schedule, cfg.model.x0_skip, device, use_bf16=False)
+    per start step in `t_starts`, by the model without labels (a conditional model's "no label")."""
+    schedule, space, device = pipe.schedule, pipe.space, pipe.device
+    denoise = make_denoiser(pipe.model, device, use_bf16=False)
     rows = []
     for t0 in t_starts:
         gen = torch.Generator().manual_seed(seed)  # the same eps for every t0: the rows differ only by t0
@@ -80,7 +80,8 @@ def main(argv: list[str]) -> None:
     args = parse_args(argv)
     if args.n <= 0 or args.steps <= 0:
         raise UserError(f"--n {args.n} and --steps {args.steps} must be positive")
-    ckpt_path, device, model, schedule, space, cfg = load_unconditional(args.ckpt, args.device, args.ae)
+    pipe = load_pipeline(args.ckpt, args.device, args.ae)
+    schedule, space, cfg = pipe.schedule, pipe.space, pipe.cfg
     bad = [t for t in args.t if not 0 <= t < schedule.T]
     if bad:
         raise UserError(f"--t {bad[0]}: every start step must lie in 0..{schedule.T - 1}")
@@ -96,10 +97,10 @@ def main(argv: list[str]) -> None:
     with torch.inference_mode():
         x0 = space.encode(sprites).cpu()
         recon = space.decode(x0).cpu() if latent else sprites
-    rows = restore_rows(model, schedule, space, cfg, device, x0, args.t, args.steps, args.seed)
+    rows = restore_rows(pipe, x0, args.t, args.steps, args.seed)
 
     names = ["held-out sprite"] + (["VAE reconstruction"] if latent else [])
-    stats = {"checkpoint": str(ckpt_path), "space": space.name, "n": len(sprites), "seed": args.seed,
+    stats = {"checkpoint": str(pipe.source), "space": space.name, "n": len(sprites), "seed": args.seed,
              "reconstruction_psnr": mean_psnr(recon, sprites) if latent else None, "rows": []}
     for t0, row in zip(args.t, rows):
         snr = float(schedule.snr(torch.tensor(t0)))

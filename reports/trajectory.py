@@ -27,10 +27,10 @@ import json
 import torch
 from PIL import Image
 
-from diffusion.sample import load_unconditional
+from diffusion.model import make_denoiser
+from diffusion.pipeline import load_pipeline
 from diffusion.sampling import Denoiser, ddim_sample, ddim_timesteps, frame_steps
 from diffusion.schedule import LinearSchedule
-from diffusion.train import make_denoiser
 from plumbing.cli import UserError, run_main
 from plumbing.pictures import grid_array, label_rows
 from plumbing.runs import writable_dir
@@ -67,6 +67,8 @@ def parse_args(argv: list[str]):
     p.add_argument("--rows", type=int, default=8, help="recorded steps, one row each (default 8)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     p.add_argument("--seed", type=int, default=1, help="sampling seed (default 1, the seed of the metric sets)")
+    p.add_argument("--guidance", type=float, default=3.0,
+                   help="guidance scale for a style-conditional model's default style, as diffusion.sample (default 3)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="trajectory", help="output folder (default: trajectory/)")
     return p.parse_args(argv)
@@ -78,18 +80,20 @@ def main(argv: list[str]) -> None:
         raise UserError(f"--n {args.n}: the number of samples must be positive")
     if args.rows < 2:
         raise UserError(f"--rows {args.rows}: at least 2 rows are needed (the first and the last step)")
-    ckpt_path, device, model, schedule, space, cfg = load_unconditional(args.ckpt, args.device, args.ae)
+    pipe = load_pipeline(args.ckpt, args.device, args.ae)
+    schedule, space, device = pipe.schedule, pipe.space, pipe.device
     if not 1 <= args.steps <= schedule.T:
         raise UserError(f"--steps {args.steps} must be between 1 and T={schedule.T}")
 
-    denoise = make_denoiser(model, schedule, cfg.model.x0_skip, device, use_bf16=False)
+    labels, _ = pipe.labels(None, None, args.n)  # what diffusion.sample draws without --type / --style
+    denoise = make_denoiser(pipe.model, device, False, labels, args.guidance)
     gen = torch.Generator().manual_seed(args.seed)
     with torch.inference_mode():
         _, kept = x0_trajectory(denoise, schedule, (args.n, *space.shape), gen, device, space.clip, args.steps,
                                 args.rows)
         pictures = [space.decode(x0_hat).cpu() for _, x0_hat in kept]
     final = pictures[-1]
-    stats = {"checkpoint": str(ckpt_path), "space": space.name, "n": args.n, "seed": args.seed,
+    stats = {"checkpoint": str(pipe.source), "space": space.name, "n": args.n, "seed": args.seed,
              "steps": args.steps, "rows": []}
     names = []
     for (t, _), picture in zip(kept, pictures):

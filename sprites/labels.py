@@ -162,6 +162,15 @@ def type_labels(names: Sequence[str], table: TypeTable, which: str = "type1") ->
     return torch.tensor(labels, dtype=torch.long)
 
 
+def lookup_names(stems: Sequence[str], sources: torch.Tensor, dex: torch.Tensor, table: TypeTable) -> list[str]:
+    """The table row each image is looked up by: an artwork (source 0) by its file stem, exactly (the
+    rule above); a corpus image (sprites/corpus.py) by its stem when the table has that row, else by
+    its Pokedex number, so a form without a row of its own (201-a, 493-fire, 3f) gets its species'
+    default form's types (Arceus' plates are all Normal then, Rotom's appliances Electric/Ghost)."""
+    return [stem if int(src) == 0 or stem in table else str(int(number))
+            for stem, src, number in zip(stems, sources, dex)]
+
+
 def label_counts(labels: torch.Tensor | Sequence[int]) -> dict[str, int]:
     """How many images carry each label, for logging: {"Bug": n, ..., "Water": n, "unlabelled": n}.
 

@@ -60,6 +60,7 @@ TINY_AE = [
     "train.bf16=false",
     "loss.perceptual_weight=0",
     "loss.disc_weight=0",
+    "train.max_minutes=0",
 ]
 
 
@@ -89,6 +90,7 @@ TINY_DIFFUSION = [
     "train.sample_every=0",
     "train.sample_n=4",
     "train.bf16=false",
+    "train.max_minutes=0",
     "sample.steps=5",
 ]
 

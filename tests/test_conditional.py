@@ -14,10 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
-import diffusion.sample as dsample
 from diffusion import train as dtrain
 from diffusion.config import DiffusionConfig
+from diffusion.labels import Labels, training_labels
+from diffusion.model import make_denoiser, num_types
+from diffusion.pipeline import load_diffusion
 from diffusion.sampling import ddim_sample
+from plumbing.checkpoint import load_checkpoint
 from plumbing.config import load_config
 from sprites.labels import NULL_LABEL, TYPES
 from tests.helpers import REPO, TINY_DIFFUSION, subprocess_env
@@ -56,7 +59,7 @@ def test_table_beside_the_data_folder_gives_the_labels(cond_run):
 
     cfg = cond_run["cfg"]
     data = load_sprites(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
-    labels = dtrain.training_labels(cfg, data.names)
+    labels = training_labels(cfg, data).type
     assert len(labels) == len(data.names)
     fire = TYPES.index("Fire")
     by_name = dict(zip(data.names, labels.tolist()))
@@ -67,22 +70,24 @@ def test_table_beside_the_data_folder_gives_the_labels(cond_run):
 
 
 def test_conditional_checkpoint_has_a_type_embedding(cond_run):
-    model, _, _, cfg = dsample.load_diffusion(cond_run["run_dir"] / "diffusion.pt", torch.device("cpu"))
-    assert model.class_emb is not None and model.class_emb.num_embeddings == len(TYPES) + 1
-    assert dtrain.num_classes(cfg) == len(TYPES)
+    pipe = load_diffusion(cond_run["run_dir"] / "diffusion.pt", "cpu")
+    assert pipe.model.type_emb is not None and pipe.model.type_emb.num_embeddings == len(TYPES) + 1
+    assert pipe.model.style_emb is None and num_types(pipe.cfg) == len(TYPES)
+    assert pipe.conditional == {"type": True, "style": False}
+    assert load_checkpoint(cond_run["run_dir"] / "diffusion.pt")["labels"] == {"types": list(TYPES), "styles": []}
 
 
 def test_guidance_scales_in_the_sampler(cond_run):
     """Guidance 1 samples the conditional model, 0 the unconditional one (labels then do not matter)."""
-    model, schedule, space, cfg = dsample.load_diffusion(cond_run["run_dir"] / "diffusion.pt", torch.device("cpu"))
-    shape = (3, *space.shape)
+    pipe = load_diffusion(cond_run["run_dir"] / "diffusion.pt", "cpu")
+    shape = (3, *pipe.space.shape)
 
     def run(labels, scale):
-        den = dtrain.make_denoiser(model, schedule, cfg.model.x0_skip, torch.device("cpu"), False, labels, scale)
-        return ddim_sample(den, schedule, shape, torch.Generator().manual_seed(0), "cpu", True, steps=4)[0]
+        den = make_denoiser(pipe.model, torch.device("cpu"), False, labels, scale)
+        return ddim_sample(den, pipe.schedule, shape, torch.Generator().manual_seed(0), "cpu", True, steps=4)[0]
 
-    fire, water = torch.full((3,), TYPES.index("Fire")), torch.full((3,), TYPES.index("Water"))
-    null = torch.full((3,), NULL_LABEL)
+    fire, water = Labels(torch.full((3,), TYPES.index("Fire"))), Labels(torch.full((3,), TYPES.index("Water")))
+    null = Labels(torch.full((3,), NULL_LABEL))
     assert torch.allclose(run(fire, 0.0), run(water, 0.0), atol=1e-5)
     assert torch.allclose(run(fire, 0.0), run(null, 1.0), atol=1e-5)
     assert not torch.allclose(run(fire, 3.0), run(water, 3.0), atol=1e-4)
@@ -101,7 +106,7 @@ def test_cli_type_sampling_is_deterministic(cond_run, tmp_path):
     for k in range(2):
         proc = _sample([*common, "--out", str(tmp_path / f"s{k}")], tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        assert "types Fire, Water, guidance 2.0" in proc.stdout
+        assert "Fire; Water, guidance 2.0" in proc.stdout
         outs.append([np.asarray(Image.open(tmp_path / f"s{k}" / f"{i:04d}.png")) for i in range(4)])
     assert all(np.array_equal(a, b) for a, b in zip(*outs))
     assert not (tmp_path / "s0" / "0004.png").exists()  # 2 types x --n 2
@@ -135,7 +140,7 @@ def test_cli_type_on_an_unconditional_checkpoint(sprite_dir, tmp_path):
     run = Path(dtrain.train(cfg, str(tmp_path / "run"))["run_dir"])
     proc = _sample(["--ckpt", str(run / "diffusion.pt"), "--type", "Fire", "--out", str(tmp_path / "x")], tmp_path)
     assert proc.returncode == 2
-    assert "unconditional" in proc.stderr and "Traceback" not in proc.stderr
+    assert "without type labels" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_missing_type_table_is_a_user_error(sprite_dir, tmp_path):
@@ -166,7 +171,7 @@ def test_hue_report_runs_on_a_conditional_checkpoint(cond_run, tmp_path, monkeyp
 def test_report_type_grid_has_one_row_per_type(cond_run, tmp_path):
     from reports import compare
 
-    loaded = dsample.load_diffusion(cond_run["run_dir"] / "diffusion.pt", torch.device("cpu"))
+    loaded = load_diffusion(cond_run["run_dir"] / "diffusion.pt", "cpu")
     info = compare.type_grid(loaded, 2, 0, tmp_path / "types.png", torch.device("cpu"))
     assert info["types"] == list(TYPES) and info["guidance"] == cond_run["cfg"].cond.guidance
     grid = Image.open(tmp_path / "types.png")

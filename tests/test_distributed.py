@@ -52,9 +52,9 @@ def _ae_worker(rank: int, world: int, port: int, overrides: list[str], out: str)
         vae = build_vae(cfg)
         forward = vae.forward
 
-        def record(x, eps=None, down=1):
+        def record(x, eps=None):
             seen.append(len(x))
-            return forward(x, eps, down)
+            return forward(x, eps)
         vae.forward = record
         return vae
 

@@ -169,7 +169,7 @@ def test_command_writes_json_and_prints_a_table(tmp_path, sprite_dir):
     save_image(sprites(1, seed=13, px=64)[0], samples / "grid.png")   # not a sample: ignored
     out = tmp_path / "m.json"
     args = ["--samples", str(samples), "--data", str(sprite_dir), "--holdout", "0.25",
-            "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--no-pokenet"]
     proc = subprocess.run([sys.executable, "-m", "reports.metrics", *args], cwd=REPO, env=subprocess_env(tmp_path),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -189,3 +189,40 @@ def test_command_on_an_empty_folder_is_one_line_error(tmp_path, sprite_dir, caps
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: no numbered sample PNGs")
+
+
+def test_command_prints_the_creature_measures_with_a_pokenet(tmp_path):
+    """A tiny PokeNet trained on synthetic artworks and a synthetic corpus, then the command on its samples."""
+    from plumbing.config import load_config
+    from plumbing.pictures import save_image
+    from reports.pokenet import PokeNetConfig, train
+    from tests.helpers import write_corpus, write_sprites
+
+    art, corpus = tmp_path / "art", write_corpus(tmp_path / "corpus")
+    write_sprites(art, n=24)
+    cfg = load_config(PokeNetConfig, None, [
+        "device=cpu", f"data.root={art}", f"data.corpus={corpus}", f"data.cache_dir={tmp_path / 'cache'}",
+        "data.size=16", "data.val_species=0.3", "model.widths=[8,16]", "model.stem=8", "train.steps=30",
+        "train.max_minutes=0", "train.batch_size=16", "train.warmup_steps=5"])
+    run = train(cfg, str(tmp_path / "pokenet"))
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for i, img in enumerate(sprites(12, seed=12, px=16)):
+        save_image(img, samples / f"{i:04d}.png")
+    out = tmp_path / "m.json"
+    args = ["--samples", str(samples), "--data", str(art), "--cache-dir", str(tmp_path / "cache"), "--holdout", "0.25",
+            "--out", str(out), "--no-fid", "--pokenet", str(tmp_path / "pokenet" / "pokenet.pt")]
+    proc = subprocess.run([sys.executable, "-m", "reports.metrics", *args], cwd=REPO, env=subprocess_env(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--trust-pokenet" in proc.stderr  # not the shipped weights
+    proc = subprocess.run([sys.executable, "-m", "reports.metrics", *args, "--trust-pokenet"], cwd=REPO,
+                          env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    creature = json.loads(out.read_text())["creature"]
+    assert set(creature) == {"samples", "held-out artworks", "held-out, blurred", "held-out, tiles shuffled", "noise"}
+    assert creature["samples"]["n"] == 12 and creature["held-out artworks"]["n"] == run["validation_artworks"]
+    for row in creature.values():
+        assert 0 <= row["recognised"] <= 1 and row["frechet_pokenet"] >= 0
+        assert row["c2st"] is None or 0 <= row["c2st"] <= 1
+    assert 0 <= creature["samples"]["c2st"] <= 1  # 12 samples against the training artworks
+    assert "creature measures" in proc.stdout and "tiles shuffled" in proc.stdout

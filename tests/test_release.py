@@ -1,6 +1,6 @@
-"""The shipped weights: diffusion.release writes fp16 copies of a tiny latent run that load through the
-safe loader, keep their configs and latent statistics, point the LDM at the released AE by hash and
-report a measured fidelity; diffusion.sample without --ckpt falls back on them."""
+"""The shipped weights: diffusion.release writes a tiny latent run as safetensors files with a JSON
+config and a model card, they load in float32 and sample like the source, the fidelity is measured;
+diffusion.sample without --ckpt falls back on them, and a fine-tuning run can start from them."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,11 @@ import shutil
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import diffusion.sample as dsample
 from diffusion import release
+from diffusion.pipeline import load_diffusion
 from plumbing.checkpoint import file_sha256, half_precision, load_checkpoint
 from plumbing.cli import UserError, run_main
 from plumbing.runs import newest_run_file, release_dir
@@ -19,7 +21,10 @@ from plumbing.runs import newest_run_file, release_dir
 @pytest.fixture(scope="module")
 def released(tiny_runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("release") / "release"
-    release.main(["--ldm", str(tiny_runs["ldm"]), "--out", str(out), "--n", "4", "--steps", "3", "--device", "cpu"])
+    card = tmp_path_factory.mktemp("card") / "card.md"
+    card.write_text("## Limitations\n\nA tiny test model.\n")
+    release.main(["--ldm", str(tiny_runs["ldm"]), "--out", str(out), "--n", "4", "--steps", "3", "--device", "cpu",
+                  "--card", str(card)])
     return out
 
 
@@ -32,44 +37,36 @@ def test_half_precision_converts_floats_only():
         half_precision({"big": torch.tensor([1e6])})
 
 
-def test_release_files_are_fp16_checkpoints_with_everything_kept(released, tiny_runs):
+def test_release_is_safetensors_with_its_configs_beside_them(released, tiny_runs):
     ae_src = load_checkpoint(tiny_runs["ae_path"], kind="autoencoder")
     ldm_src = load_checkpoint(tiny_runs["ldm"] / "diffusion.pt", kind="diffusion")
-    ae = load_checkpoint(released / "ae.pt", kind="autoencoder")      # the safe loader (weights_only)
-    ldm = load_checkpoint(released / "ldm.pt", kind="diffusion")
-    assert all(v.dtype == torch.float16 for v in ae["model"].values() if v.is_floating_point())
-    assert all(v.dtype == torch.float16 for v in ldm["ema"].values())
-    assert "model" not in ldm  # only the EMA weights, which sampling uses
-    assert ae["config"] == ae_src["config"] and ae["latent"] == ae_src["latent"]
-    assert ae["data_fingerprint"] == ae_src["data_fingerprint"]
-    assert ldm["config"] == ldm_src["config"] and ldm["space"] == ldm_src["space"]
-    assert ldm["ae"] == {"path": str(released / "ae.pt"), "sha256": file_sha256(released / "ae.pt")}
-    assert ldm["release"]["source_ae_sha256"] == ldm_src["ae"]["sha256"] != ldm["ae"]["sha256"]
-    for k, v in ldm_src["ema"].items():
-        assert torch.allclose(ldm["ema"][k].float(), v, rtol=2 ** -10, atol=1e-7), k
-    assert (released / "ldm.pt").stat().st_size < 0.4 * (tiny_runs["ldm"] / "diffusion.pt").stat().st_size
-
-
-def test_release_json_reports_sizes_and_a_measured_fidelity(released):
-    record = json.loads((released / "release.json").read_text())
-    assert record["ae"]["dtype"] == record["ldm"]["dtype"] == "float16"  # the tiny run passes the 40 dB check
-    assert record["sizes"]["total_mb"] == pytest.approx(
-        ((released / "ae.pt").stat().st_size + (released / "ldm.pt").stat().st_size) / 1e6)
-    assert record["ldm"]["sha256"] == file_sha256(released / "ldm.pt")
+    ae, ldm = load_file(released / "ae.safetensors"), load_file(released / "ldm.safetensors")
+    assert all(v.dtype == torch.float16 for v in ldm.values() if v.is_floating_point())
+    assert set(ldm) == set(ldm_src["ema"]) and set(ae) == set(ae_src["model"])  # EMA weights only
+    for k, v in ldm.items():
+        assert torch.allclose(v.float(), ldm_src["ema"][k].float(), rtol=2 ** -10, atol=1e-6)
+    meta = json.loads((released / "config.json").read_text())
+    assert meta["ldm"]["config"] == ldm_src["config"] and meta["ae"]["config"] == ae_src["config"]
+    assert meta["ae"]["latent"] == ae_src["latent"] and meta["ldm"]["shape"] == ldm_src["space"]["shape"]
+    assert meta["ldm"]["sha256"] == file_sha256(released / "ldm.safetensors")
+    assert meta["ae"]["source_sha256"] == file_sha256(tiny_runs["ae_path"])
+    assert meta["sizes"]["total_mb"] == pytest.approx(sum((released / f).stat().st_size for f in
+                                                          ("ae.safetensors", "ldm.safetensors")) / 1e6)
     for part in ("ae", "ldm", "both"):
-        diff = record["fidelity"][part]
+        diff = meta["fidelity"][part]
         assert diff["psnr_db"] is None or diff["psnr_db"] >= 40
         assert 0 <= diff["max_abs_8bit"] <= 255 and 0 <= diff["share_8bit_differ"] <= 1
+    card = (released / "MODEL_CARD.md").read_text()
+    assert "# Model card" in card and "ldm.safetensors" in card and "A tiny test model." in card
 
 
 def test_released_model_loads_in_float32_and_samples_like_the_source(released, tiny_runs):
-    cpu = torch.device("cpu")
-    model, schedule, space, cfg = dsample.load_diffusion(released / "ldm.pt", cpu)
-    assert all(p.dtype == torch.float32 for p in model.parameters())
-    assert all(p.dtype == torch.float32 for p in space.vae.parameters())
-    src = dsample.load_diffusion(tiny_runs["ldm"] / "diffusion.pt", cpu)
-    a, _, _ = dsample.generate(model, schedule, space, cfg, cpu, 3, steps=3, seed=1, bf16=False)
-    b, _, _ = dsample.generate(*src, cpu, 3, steps=3, seed=1, bf16=False)
+    rel = load_diffusion(released, "cpu")
+    assert all(p.dtype == torch.float32 for p in rel.model.parameters())
+    assert all(p.dtype == torch.float32 for p in rel.space.vae.parameters())
+    src = load_diffusion(tiny_runs["ldm"] / "diffusion.pt", "cpu")
+    a, _, _ = rel.generate(3, 1, steps=3, bf16=False)
+    b, _, _ = src.generate(3, 1, steps=3, bf16=False)
     assert release.image_difference(b, a)["max_abs_8bit"] <= 8
 
 
@@ -77,22 +74,52 @@ def test_sample_without_ckpt_uses_the_release_then_prefers_a_run(released, tiny_
     shutil.copytree(released, release_dir())  # checkpoints/release under the tests' checkpoint root
     assert newest_run_file("ae.pt") is None and newest_run_file("diffusion.pt") is None  # release is no run
     run_main(dsample.main, ["--n", "2", "--steps", "2", "--out", str(tmp_path / "s"), "--device", "cpu"])
-    assert f"no --ckpt: sampling {release_dir() / 'ldm.pt'}" in capsys.readouterr().out
+    assert f"sampling {release_dir()}" in capsys.readouterr().out
     assert (tmp_path / "s" / "0001.png").is_file()
     own = release_dir().parent / "pixel-20990101-000000"
     shutil.copytree(tiny_runs["pixel"], own)
     run_main(dsample.main, ["--n", "1", "--steps", "2", "--out", str(tmp_path / "t"), "--device", "cpu"])
-    assert f"no --ckpt: sampling {own / 'diffusion.pt'}" in capsys.readouterr().out
+    assert f"sampling {own / 'diffusion.pt'}" in capsys.readouterr().out
 
 
-def test_moved_release_finds_its_ae_beside_it(released, tmp_path):
+def test_moved_release_still_loads_and_a_damaged_one_says_so(released, tmp_path):
     moved = tmp_path / "elsewhere"
     shutil.copytree(released, moved)
-    record = dict(load_checkpoint(moved / "ldm.pt", kind="diffusion")["ae"], path=str(tmp_path / "gone" / "ae.pt"))
-    assert dsample.find_ae(record, moved / "ldm.pt") == moved / "ae.pt"  # the recorded path no longer exists
-    (moved / "ae.pt").unlink()
-    with pytest.raises(UserError, match="is missing"):
-        dsample.find_ae(record, moved / "ldm.pt")
+    assert load_diffusion(moved, "cpu").space.shape == load_diffusion(released, "cpu").space.shape
+    (moved / "ae.safetensors").write_bytes(b"truncated")
+    with pytest.raises(UserError, match="ae.safetensors"):
+        load_diffusion(moved, "cpu")
+    (moved / "ldm.safetensors").unlink()
+    with pytest.raises(UserError, match="ldm.safetensors"):
+        load_diffusion(moved, "cpu")
+
+
+def test_fine_tuning_starts_from_the_release(released, tiny_runs, sprite_dir, tmp_path):
+    """train.init=RELEASE: the run starts from the release's EMA weights and keeps its AE (by sha256)."""
+    from diffusion import train as dtrain
+    from diffusion.config import DiffusionConfig
+    from plumbing.config import load_config
+    from tests.helpers import TINY_DIFFUSION, offline_training
+
+    src_cfg = json.loads((released / "config.json").read_text())["ldm"]["config"]
+    shape = [f"model.channels={src_cfg['model']['channels']}", f"model.blocks={src_cfg['model']['blocks']}",
+             f"model.attention_levels={src_cfg['model']['attention_levels']}"]
+    cfg = load_config(DiffusionConfig, None, [f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}",
+                                              *TINY_DIFFUSION, *shape, "space=latent", "train.epochs=1",
+                                              "data.holdout=0.25", f"train.init={released}", "train.lr=1e-12",
+                                              "train.ema_decay=0"])
+    with offline_training():
+        result = dtrain.train(cfg, str(tmp_path / "ft"))
+    ckpt = load_checkpoint(tmp_path / "ft" / "diffusion.pt", kind="diffusion")
+    assert ckpt["ae"]["sha256"] == file_sha256(released / "ae.safetensors")
+    start = load_file(released / "ldm.safetensors")
+    # a learning rate of 1e-12: the weights stay those of the release
+    assert all(torch.allclose(ckpt["model"][k], start[k].float(), atol=1e-6) for k in start)
+    assert "starting from the EMA weights" in (tmp_path / "ft" / "log.txt").read_text() and result["steps"] > 0
+    wrong = load_config(DiffusionConfig, None, [f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}",
+                                                *TINY_DIFFUSION, "model.channels=[8,16]", f"train.init={released}"])
+    with pytest.raises(UserError, match="model.channels"):
+        dtrain.train(wrong, str(tmp_path / "bad"))
 
 
 def test_no_checkpoint_at_all_is_a_user_error(tmp_path, capsys):
@@ -107,18 +134,17 @@ def test_sample_help_states_the_fallback(capsys):
     with pytest.raises(SystemExit):
         dsample.parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "checkpoints/release/ldm.pt" in text and "newest" in text
+    assert "checkpoints/release" in text and "newest" in text
 
 
 def test_auto_keeps_float32_for_a_part_under_the_threshold(tiny_runs, tmp_path, capsys):
     release.main(["--ldm", str(tiny_runs["ldm"]), "--ae", str(tiny_runs["ae"]), "--out", str(tmp_path / "r"),
                   "--n", "2", "--steps", "2", "--min-psnr", "1000", "--device", "cpu"])
-    record = json.loads((tmp_path / "r" / "release.json").read_text())
-    assert record["ae"]["dtype"] == record["ldm"]["dtype"] == "float32"
-    assert record["fidelity"]["both"]["psnr_db"] is None  # float32 copies are exact
+    meta = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert meta["ae"]["dtype"] == meta["ldm"]["dtype"] == "float32"
+    assert meta["fidelity"]["both"]["psnr_db"] is None  # float32 copies are exact
     assert "stored in float32" in capsys.readouterr().out
-    ldm = load_checkpoint(tmp_path / "r" / "ldm.pt", kind="diffusion")
-    assert ldm["ae"]["sha256"] == file_sha256(tmp_path / "r" / "ae.pt")
+    assert all(v.dtype == torch.float32 for v in load_file(tmp_path / "r" / "ldm.safetensors").values())
 
 
 def test_release_user_errors(tiny_runs, tmp_path, capsys):
@@ -132,8 +158,8 @@ def test_release_user_errors(tiny_runs, tmp_path, capsys):
 
     assert "pixel-space model" in error(["--ldm", str(tiny_runs["pixel"]), "--out", str(tmp_path / "r")])
     assert "no diffusion.pt" in error(["--ldm", str(tmp_path), "--out", str(tmp_path / "r")])
-    assert "overwrite a source" in error(["--ldm", str(tiny_runs["ldm"]), "--ae", str(tiny_runs["ae"]),
-                                          "--out", str(tiny_runs["ae"])])
     assert "not the one" in error(["--ldm", str(tiny_runs["ldm"]), "--ae", str(tiny_runs["pixel"] / "diffusion.pt"),
                                    "--out", str(tmp_path / "r")])
+    assert "--card" in error(["--ldm", str(tiny_runs["ldm"]), "--card", str(tmp_path / "none.md"), "--out",
+                              str(tmp_path / "r")])
     assert not (tmp_path / "r").exists()

@@ -6,12 +6,13 @@ import math
 import pytest
 import torch
 
+from diffusion.labels import Labels
 from diffusion.unet import UNet, timestep_embedding
 
 
 def _net(seed=0, **kw) -> UNet:
     torch.manual_seed(seed)
-    args = dict(in_channels=3, channels=[8, 16], blocks=1, attention_levels=[1], dropout=0.0, num_classes=0, heads=4)
+    args = dict(in_channels=3, channels=[8, 16], blocks=1, attention_levels=[1], dropout=0.0, num_types=0, heads=4)
     args.update(kw)
     return UNet(**args).eval()
 
@@ -31,14 +32,14 @@ CONFIGS = [
 
 @pytest.mark.parametrize("in_ch, channels, blocks, attn, size, num_classes", CONFIGS)
 def test_output_shape_equals_input_shape(in_ch, channels, blocks, attn, size, num_classes):
-    net = _net(in_channels=in_ch, channels=channels, blocks=blocks, attention_levels=attn, num_classes=num_classes)
+    net = _net(in_channels=in_ch, channels=channels, blocks=blocks, attention_levels=attn, num_types=num_classes)
     x = torch.randn(2, in_ch, size, size)
     t = torch.tensor([0, 999])
     with torch.no_grad():
         out = net(x, t)
         assert out.shape == x.shape and out.dtype == x.dtype and torch.isfinite(out).all()
         if num_classes:
-            y = torch.tensor([0, num_classes - 1])
+            y = Labels(torch.tensor([0, num_classes - 1]))
             out_y = net(x, t, y)
             assert out_y.shape == x.shape and torch.isfinite(out_y).all()
 
@@ -85,36 +86,41 @@ def test_different_timesteps_give_different_outputs():
     assert torch.equal(out, again)  # eval mode: deterministic
 
 
-def test_class_conditioning():
-    net = _net(num_classes=4)
+def test_type_and_style_conditioning():
+    net = _net(num_types=4, num_styles=2)
     x = torch.randn(1, 3, 16, 16).expand(3, -1, -1, -1).contiguous()
     t = torch.tensor([50, 50, 50])
     with torch.no_grad():
-        by_class = net(x, t, torch.tensor([0, 1, 4]))
+        by_type = net(x, t, Labels(torch.tensor([0, 1, 4])))
+        by_style = net(x, t, Labels(None, torch.tensor([0, 1, 2])))
+        both = net(x, t, Labels(torch.tensor([0, 0, 4]), torch.tensor([0, 1, 2])))
         unlabelled = net(x, t)
-    assert (by_class[0] - by_class[1]).abs().max() > 1e-5
-    # y = None is the extra "no label" class, index num_classes
-    assert torch.allclose(unlabelled[2], by_class[2], atol=1e-6)
-    assert (unlabelled[0] - by_class[0]).abs().max() > 1e-5
+    assert (by_type[0] - by_type[1]).abs().max() > 1e-5
+    assert (by_style[0] - by_style[1]).abs().max() > 1e-5 and (both[0] - both[1]).abs().max() > 1e-5
+    # no labels = the extra "no label" row of each kind (index num_types, num_styles)
+    assert torch.allclose(unlabelled[2], by_type[2], atol=1e-6)
+    assert torch.allclose(unlabelled[2], by_style[2], atol=1e-6) and torch.allclose(unlabelled[2], both[2], atol=1e-6)
+    assert (unlabelled[0] - by_type[0]).abs().max() > 1e-5
 
 
 def test_batch_elements_are_independent():
-    net = _net(attention_levels=[0, 1], num_classes=3)
+    net = _net(attention_levels=[0, 1], num_types=3)
     x = torch.randn(5, 3, 16, 16)
     t = torch.tensor([3, 70, 200, 999, 0])
-    y = torch.tensor([0, 1, 2, 3, 1])
+    y = Labels(torch.tensor([0, 1, 2, 3, 1]))
     with torch.no_grad():
         full = net(x, t, y)
-        part = net(x[1:3], t[1:3], y[1:3])
+        part = net(x[1:3], t[1:3], y.index(slice(1, 3)))
     assert torch.allclose(full[1:3], part, atol=1e-5)
 
 
 @pytest.mark.parametrize("channels, attn, num_classes", [([8, 16], [0, 1], 0), ([8, 16, 32], [1], 3)])
 def test_gradients_reach_every_parameter(channels, attn, num_classes):
-    net = _net(channels=channels, attention_levels=attn, num_classes=num_classes, blocks=2, dropout=0.1).train()
+    net = _net(channels=channels, attention_levels=attn, num_types=num_classes, num_styles=num_classes, blocks=2,
+               dropout=0.1).train()
     x = torch.randn(4, 3, 16, 16)
     t = torch.tensor([1, 10, 100, 900])
-    y = torch.tensor([0, 1, 2, 3]) if num_classes else None  # 3 = the "no label" row
+    y = Labels(torch.tensor([0, 1, 2, 3]), torch.tensor([3, 2, 1, 0])) if num_classes else None  # 3: "no label"
     loss = (net(x, t, y) - torch.randn(4, 3, 16, 16)).pow(2).mean()
     loss.backward()
     for name, p in net.named_parameters():
@@ -122,7 +128,8 @@ def test_gradients_reach_every_parameter(channels, attn, num_classes):
         assert torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name
     if num_classes:
-        assert (net.class_emb.weight.grad.abs().sum(dim=1) > 0).all()  # every row used once
+        assert (net.type_emb.weight.grad.abs().sum(dim=1) > 0).all()  # every row used once
+        assert (net.style_emb.weight.grad.abs().sum(dim=1) > 0).all()
 
 
 def test_dropout_only_in_training_mode():
@@ -136,19 +143,3 @@ def test_dropout_only_in_training_mode():
         torch.manual_seed(1)
         b = net(x, t)
     assert not torch.allclose(a, b)
-
-
-def test_self_conditioning_input():
-    """With self_condition the first convolution sees [x_t, x0_prev]; no estimate means zeros."""
-    net = _net(self_condition=True)
-    assert net.conv_in.in_channels == 6 and net.conv_out.out_channels == 3
-    x, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 500])
-    prev = torch.randn(2, 3, 16, 16)
-    with torch.no_grad():
-        none, zeros, given = net(x, t), net(x, t, x0_prev=torch.zeros_like(x)), net(x, t, x0_prev=prev)
-    assert torch.equal(none, zeros)
-    assert not torch.allclose(given, none, atol=1e-4)  # the estimate reaches the output
-    # without self-conditioning the argument is ignored (and the input has 3 channels)
-    plain = _net()
-    with torch.no_grad():
-        assert torch.equal(plain(x, t, x0_prev=prev), plain(x, t))

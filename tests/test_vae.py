@@ -38,9 +38,8 @@ def test_encoder_decoder_shapes(channels, f):
     assert mean.shape == logvar.shape == (2, 4, 32 // f, 32 // f)
     x_hat = vae.decode(mean)
     assert x_hat.shape == (2, 3, 32, 32)
-    out, m2, lv2, out_down = vae(x)
-    assert out.shape == (2, 3, 32, 32) and m2.shape == (2, 4, 32 // f, 32 // f) and out_down is None
-    assert vae(x, down=2)[3].shape == (2, 3, 16, 16)  # the scale-equivariance decoding
+    out, m2, lv2 = vae(x)
+    assert out.shape == (2, 3, 32, 32) and m2.shape == lv2.shape == (2, 4, 32 // f, 32 // f)
     # non-square inputs work too (fully convolutional)
     assert vae.encode(torch.zeros(1, 3, 2 * f, 4 * f))[0].shape == (1, 4, 2, 4)
 
@@ -64,7 +63,7 @@ def test_decode_is_clipped_forward_is_not():
         vae.decoder.conv_out.bias.fill_(5.0)  # push the raw output far outside [-1, 1]
         z = torch.randn(2, 3, 4, 4)
         assert float(vae.decode(z).max()) <= 1.0 and float(vae.decode(z).min()) >= -1.0
-        raw, _, _, _ = vae(torch.zeros(2, 3, 8, 8))
+        raw, _, _ = vae(torch.zeros(2, 3, 8, 8))
         assert float(raw.max()) > 1.0
 
 
@@ -283,7 +282,7 @@ def test_colour_statistics_travel_with_the_weights():
     assert not torch.equal(other.colour_to_white, torch.eye(3))
 
 
-# --- scale equivariance and the smoothness of the latents ----------------------------------------
+# --- the smoothness of the latents ------------------------------------------------------------
 
 def test_spatial_smoothness_of_white_noise_and_of_smooth_fields():
     gen = torch.Generator().manual_seed(0)
@@ -301,64 +300,6 @@ def test_spatial_smoothness_of_white_noise_and_of_smooth_fields():
     scaled = noise * torch.tensor([1.0, 5.0, 0.1, 2.0]).view(1, 4, 1, 1) + 3.0
     assert spatial_smoothness(scaled) == pytest.approx(white, abs=1e-5)
 
-
-def test_scale_equivariance_decodes_the_pooled_posterior_sample():
-    """forward(x, eps, down=k)[3] is D(avgpool_k(z)) for the same z = mean + std * eps, unwhitened."""
-    torch.manual_seed(0)
-    vae = VAE([8, 16, 16], blocks=1, latent_channels=4)
-    vae.set_colour_statistics(torch.rand(4, 3, 8, 8) * 2 - 1)
-    x = torch.rand(3, 3, 32, 32) * 2 - 1
-    eps = torch.randn(3, 4, 8, 8)
-    x_hat, mean, logvar, x_hat_down = vae(x, eps, down=4)
-    z = mean + torch.exp(0.5 * logvar) * eps
-    torch.testing.assert_close(x_hat_down, vae.unwhiten(vae.decoder(F.avg_pool2d(z, 4))))
-    torch.testing.assert_close(x_hat, vae.unwhiten(vae.decoder(z)))
-    assert x_hat_down.shape == (3, 3, 8, 8)
-
-
-@pytest.mark.parametrize("override, message", [
-    ("loss.scale_factors=[3]", "loss.scale_factors=\\[3\\] must be factors >= 2 that divide the latent size 8"),
-    ("loss.scale_factors=[1]", "loss.scale_factors=\\[1\\]"),
-    ("loss.scale_factors=[]", "loss.scale_factors=\\[\\]"),
-    ("loss.scale_equivariance=-1", "loss.scale_equivariance=-1.0 must be >= 0"),
-])
-def test_scale_equivariance_settings_are_checked(make_ae_config, override, message):
-    extra = [] if "scale_equivariance" in override else ["loss.scale_equivariance=1"]
-    with pytest.raises(UserError, match=message):
-        make_ae_config(override, *extra)
-
-
-def test_scale_equivariance_trains_an_equivariant_decoder(make_ae_config, tmp_path, no_lpips):
-    """The same short run with and without the scale-equivariance term: the term is logged and falls,
-    and the decoder of the regularised run maps pooled latents to pooled sprites much better, at the
-    same full-size reconstruction error. (On these smooth synthetic sprites the latents come out
-    smooth either way; the smoothness gain is measured on the real sprites in docs/design.md.)"""
-    runs = {}
-    for weight in [0, 1]:
-        cfg = make_ae_config("train.epochs=20", f"loss.scale_equivariance={weight}")
-        runs[weight] = ae_train.train(cfg, str(tmp_path / f"se{weight}"))
-    se = [float(v) for v in re.findall(r"\bse ([0-9.]+)", (Path(runs[1]["run_dir"]) / "log.txt").read_text())]
-    assert len(se) == 40 and np.mean(se[-5:]) < 0.8 * np.mean(se[:5])
-    assert not re.search(r"\bse [0-9]", (Path(runs[0]["run_dir"]) / "log.txt").read_text())
-    errors = {}
-    for weight, result in runs.items():
-        vae, ckpt = load_autoencoder(Path(result["run_dir"]) / "ae.pt")
-        x = to_unit_range(load_sprites(ckpt["config"]["data"]["root"], 16, tmp_path / "c").images)
-        with torch.no_grad():
-            mean, _ = vae.encode(x)
-            pooled = [(vae.decode(F.avg_pool2d(mean, k)) - F.avg_pool2d(x, k)).abs().mean() for k in (2, 4)]
-            errors[weight] = (float(sum(pooled)) / 2, float((vae.decode(mean) - x).abs().mean()))
-    assert errors[1][0] < 0.9 * errors[0][0], errors
-    assert errors[1][1] < 1.1 * errors[0][1], errors
-    for result in runs.values():  # the smoothness of the latents is reported in every run
-        smooth = result["latent_smoothness"]
-        assert smooth.keys() == {"latent_means", "sprites_at_latent_size"}
-        assert all(-1 <= v["neighbour_correlation"] <= 1 and 0 <= v["high_frequency_power"] <= 1
-                   for v in smooth.values())
-    assert runs[0]["latent_smoothness"]["sprites_at_latent_size"] == runs[1]["latent_smoothness"]["sprites_at_latent_size"]
-
-
-# --- the patch discriminator (on in configs/ae.yaml) ------------------------------------------------
 
 def test_hinge_losses_have_their_closed_form():
     real, fake = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([-3.0, 0.0, 0.5])
@@ -382,7 +323,7 @@ def test_discriminator_run_logs_its_loss_and_keeps_it_out_of_the_weights(make_ae
     and moves away from chance as it learns to tell reconstructions from sprites, the
     reconstruction still improves, the run is deterministic with it, and the VAE checkpoint holds
     the VAE alone (the discriminator is for training only)."""
-    gan = ["train.epochs=15", "loss.disc_weight=0.1", "loss.disc_start=10"]
+    gan = ["train.epochs=15", "loss.disc_weight=0.1", "loss.disc_start=0.33"]  # 30 steps: on from step 10
     result = ae_train.train(make_ae_config(*gan), str(tmp_path / "a"))
     text = (Path(result["run_dir"]) / "log.txt").read_text()
     steps = [int(s) for s in re.findall(r"step (\d+)/\d+ loss", text)]
@@ -400,3 +341,14 @@ def test_discriminator_run_logs_its_loss_and_keeps_it_out_of_the_weights(make_ae
     # without the discriminator nothing is logged for it
     plain = ae_train.train(make_ae_config("train.epochs=2"), str(tmp_path / "c"))
     assert " disc " not in (Path(plain["run_dir"]) / "log.txt").read_text() and plain["final_disc_loss"] is None
+
+
+def test_the_discriminator_starts_at_a_share_of_the_steps_or_of_the_time_budget(make_ae_config):
+    from autoencoder.train import discriminator_on
+
+    steps = make_ae_config("loss.disc_start=0.5", "train.max_minutes=0")
+    assert not discriminator_on(49, 100, 1e6, steps) and discriminator_on(50, 100, 0.0, steps)
+    budget = make_ae_config("loss.disc_start=0.5", "train.max_minutes=10")
+    assert not discriminator_on(10, 100, 4 * 60, budget)      # 40% of the budget: off, whatever the step
+    assert discriminator_on(10, 100, 5 * 60, budget)          # half the budget used: on, at step 10
+    assert discriminator_on(60, 100, 60, budget)              # or past half the steps

@@ -1,0 +1,170 @@
+"""The Python API: a trained model as one object that draws Pokemon.
+
+    from diffusion.pipeline import load_pipeline
+
+    pipe = load_pipeline("checkpoints/release")           # or a run folder, or its diffusion.pt
+    images = pipe(n=8, seed=0)                            # 8 PIL images (64x64 RGB)
+    images = pipe(n=8, seed=0, type="Fire", style="artwork", guidance=3)   # a conditional model
+    frames = pipe.reverse_process(n=16, seed=0)           # uint8 grids of x_t decoded, x_T -> x_0
+
+`load_pipeline` takes the shipped release (a folder of safetensors weights with config.json,
+written by `python -m diffusion.release`) or a training run (its folder or diffusion.pt, a torch
+checkpoint read with weights_only=True); a latent model finds its AE as recorded (by path and
+sha256, else a file of that name beside the checkpoint). The same seed gives the same images on
+any device: every random draw comes from a CPU generator.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from diffusion.config import DiffusionConfig
+from diffusion.labels import Labels, requested
+from diffusion.model import build_schedule, build_unet, make_denoiser, num_styles, num_types
+from diffusion.sampling import ddim_sample, ddpm_sample
+from diffusion.schedule import LinearSchedule
+from diffusion.space import Space, checkpoint_space
+from diffusion.unet import UNet
+from plumbing.checkpoint import file_sha256, load_checkpoint, read_safetensors
+from plumbing.cli import UserError
+from plumbing.config import from_dict
+from plumbing.device import bf16_pays, pick_device
+from plumbing.pictures import grid_array
+from plumbing.runs import RELEASE_CONFIG, newest_run_file, release_dir
+from sprites.dataset import to_uint8
+
+@dataclass
+class Pipeline:
+    """A trained diffusion model ready to sample: EMA U-Net, schedule, space, config, device."""
+
+    model: UNet
+    schedule: LinearSchedule
+    space: Space
+    cfg: DiffusionConfig
+    device: torch.device
+    source: Path
+
+    @property
+    def conditional(self) -> dict[str, bool]:
+        """Which labels the model was trained with: {"type": bool, "style": bool}."""
+        return {"type": num_types(self.cfg) > 0, "style": num_styles(self.cfg) > 0}
+
+    def labels(self, types: list[str] | None, styles: list[str] | None, n: int) -> tuple[Labels | None, list[str]]:
+        """The labels of n samples per requested (type, style) and the row names (diffusion/labels.py)."""
+        return requested(types, styles, self.conditional["type"], self.conditional["style"], n)
+
+    def generate(self, n: int, seed: int = 0, labels: Labels | None = None, guidance: float = 3.0,
+                 sampler: str = "ddim", steps: int = 50, eta: float = 0.0, frames: int = 0, bf16: bool | None = None,
+                 progress=None) -> tuple[torch.Tensor, list, float]:
+        """(n samples decoded to pixels in [-1, 1] on the CPU, recorded [(t, x_t)], seconds incl. decoding).
+
+        `labels` (len n, or None) conditions the samples (classifier-free guidance with `guidance`);
+        `frames` > 0 records that many x_t along the way; `bf16` None uses bf16 autocast where the
+        config and the hardware say it pays, False computes in float32."""
+        if sampler == "ddim" and not 1 <= steps <= self.schedule.T:
+            raise UserError(f"--steps {steps} must be between 1 and T={self.schedule.T}")
+        if bf16 is None:  # decided before the clock starts: bf16_pays measures the CPU once per process
+            bf16 = self.cfg.train.bf16 and bf16_pays(self.device)
+        gen = torch.Generator().manual_seed(seed)
+        denoise = make_denoiser(self.model, self.device, bf16, labels, guidance)
+        shape = (n, *self.space.shape)
+        start = time.time()
+        with torch.inference_mode():
+            if sampler == "ddpm":
+                x, recorded = ddpm_sample(denoise, self.schedule, shape, gen, self.device, self.space.clip,
+                                          frames=frames, progress=progress)
+            else:
+                x, recorded = ddim_sample(denoise, self.schedule, shape, gen, self.device, self.space.clip,
+                                          steps=steps, eta=eta, frames=frames, progress=progress)
+            images = self.space.decode(x).cpu()
+        return images, recorded, time.time() - start
+
+    def __call__(self, n: int = 8, seed: int = 0, type: str | None = None, style: str | None = None,
+                 guidance: float = 3.0, sampler: str = "ddim", steps: int = 50) -> list[Image.Image]:
+        """n samples as PIL images. `type` (e.g. "Fire") and `style` (artwork, dream_world, sprite_front,
+        sprite_back) need a model trained with those labels; a style-conditional model draws artworks
+        unless told otherwise."""
+        labels, _ = self.labels([type] if type else None, [style] if style else None, n)
+        images, _, _ = self.generate(n, seed, labels, guidance, sampler, steps)
+        return [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in to_uint8(images)]
+
+    def reverse_process(self, n: int = 16, seed: int = 0, frames: int = 40, nrow: int = 4, type: str | None = None,
+                        style: str | None = None, guidance: float = 3.0, steps: int = 50) -> list[np.ndarray]:
+        """The reverse process of n samples: `frames` uint8 grids (H x W x 3), each recorded x_t decoded,
+        from x_T to x_0 (what `python -m diffusion.sample --gif` writes as reverse.gif)."""
+        labels, _ = self.labels([type] if type else None, [style] if style else None, n)
+        _, recorded, _ = self.generate(n, seed, labels, guidance, steps=steps, frames=frames)
+        with torch.inference_mode():
+            return [grid_array(self.space.decode(xt).cpu(), nrow=min(nrow, n)) for _, xt in recorded]
+
+
+def is_release(path: Path) -> bool:
+    return path.is_dir() and (path / RELEASE_CONFIG).is_file()
+
+
+def read_release(folder: Path) -> dict:
+    """config.json of a release folder, each part's weights read from its safetensors file."""
+    try:
+        meta = json.loads((folder / RELEASE_CONFIG).read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{folder / RELEASE_CONFIG} is not readable JSON ({err}); fetch the release again")
+    for part in ("ldm", "ae"):
+        if part in meta:
+            meta[part]["weights"] = read_safetensors(folder / meta[part]["file"])
+    return meta
+
+
+def read_diffusion(path: str | Path, ae_path: str | None = None) -> dict:
+    """What a trained diffusion model is, from a release folder, a run folder or a diffusion.pt:
+    {"config": dict, "shape": (C, H, W), "ema": EMA weights, "ae": {path, sha256} or None, "path": Path}.
+    A release's AE is its ae.safetensors (autoencoder/latents.py reads it with the config beside it)."""
+    path = Path(path)
+    if is_release(path):
+        meta = read_release(path)
+        ldm = meta["ldm"]
+        ae = None
+        if "ae" in meta:
+            ae_file = path / meta["ae"]["file"]
+            ae = {"path": str(ae_file), "sha256": file_sha256(ae_file)}
+        return {"config": ldm["config"], "shape": tuple(ldm["shape"]), "ema": ldm["weights"], "ae": ae, "path": path}
+    if path.is_dir():
+        path = path / "diffusion.pt"
+    ckpt = load_checkpoint(path, kind="diffusion", map_location="cpu")
+    return {"config": ckpt["config"], "shape": tuple(ckpt["space"]["shape"]), "ema": ckpt["ema"],
+            "ae": ckpt.get("ae"), "path": path}
+
+
+def load_diffusion(path: str | Path, device: torch.device | str = "cpu", ae_path: str | None = None) -> Pipeline:
+    """A Pipeline from a release folder, a run folder or a diffusion checkpoint (module docstring).
+    Weights stored in float16 (the release) are cast to float32."""
+    device = torch.device(device) if isinstance(device, str) else device
+    found = read_diffusion(path)
+    cfg = from_dict(DiffusionConfig, found["config"])
+    space = checkpoint_space(cfg, found["shape"], found["ae"], found["path"], device, ae_path)
+    model = build_unet(cfg, found["shape"][0]).to(device)
+    model.load_state_dict({k: v.float() for k, v in found["ema"].items()})
+    model.eval().requires_grad_(False)
+    return Pipeline(model, build_schedule(cfg), space, cfg, device, found["path"])
+
+
+def load_pipeline(path: str | Path | None = None, device: str = "auto", ae: str | None = None) -> Pipeline:
+    """The model at `path` (release folder, run folder or diffusion.pt), or the one `default_checkpoint`
+    picks, on `device` (auto: CUDA, then MPS, then CPU)."""
+    return load_diffusion(path or default_checkpoint(), pick_device(device), ae)
+
+
+def default_checkpoint() -> Path:
+    """What is sampled without a path: the newest run's diffusion.pt, else the shipped release."""
+    found = newest_run_file("diffusion.pt")
+    if found is not None:
+        return found
+    if is_release(release_dir()):
+        return release_dir()
+    raise UserError(f"no diffusion checkpoint found: no run folder under {release_dir().parent}/ and no release in "
+                    f"{release_dir()}; run scripts/train_ldm.sh or pass --ckpt")
