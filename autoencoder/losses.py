@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torchvision
 from torch import nn
 from torch.nn import functional as F
 
@@ -53,8 +54,6 @@ _BACKBONES = {
 
 def backbone_weights_file(net: str) -> tuple[str, Path]:
     """(download URL, local cache path) of the ImageNet weights an LPIPS backbone needs."""
-    import torchvision
-
     _, enum_name = _BACKBONES[net]
     url = getattr(torchvision.models, enum_name).IMAGENET1K_V1.url
     return url, Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
@@ -68,8 +67,7 @@ def load_lpips(net: str = "alex") -> nn.Module:
     UserError saying which file is missing and how to get it: a random backbone would make the
     "perceptual" loss meaningless, so there is no silent fallback.
     """
-    import lpips
-    import torchvision
+    import lpips  # an optional heavy dependency: imported only when the perceptual loss is on
 
     arch, enum_name = _BACKBONES[net]
     url, cached = backbone_weights_file(net)

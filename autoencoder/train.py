@@ -16,22 +16,21 @@ import math
 
 import torch
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from autoencoder.config import AEConfig
 from autoencoder.latents import build_vae, encode_posterior, latent_statistics, spatial_smoothness
 from autoencoder.losses import (PatchDiscriminator, colour_l1, hinge_d_loss, hinge_g_loss, kl_to_standard_normal,
                                  load_lpips)
 from plumbing.checkpoint import FORMAT_VERSION, cpu_state_dict
-from plumbing.cli import UserError, run_main
+from plumbing.cli import UserError, run_main, user_path
 from plumbing.config import load_config, to_dict
-from plumbing.device import autocast, bf16_pays, precision_note, seed_everything
+from plumbing.device import autocast, bf16_pays, precision_note, seed_everything, to_device
 from plumbing.distributed import start_processes
 from plumbing.optim import schedule_position, scheduled_lr, set_learning_rate
 from plumbing.pictures import save_grid
 from plumbing.resume import (RESUMABLE_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint,
                              open_resume, resume_config)
-from plumbing.runs import RunLog, finish_run, open_run_dir, training_metrics
+from plumbing.runs import RunLog, TrainingBar, finish_run, open_run_dir, training_metrics
 from sprites.dataset import pixel_batch, to_unit_range
 from sprites.mixture import drawn_sample, load_data, source_counts, training_batches
 
@@ -53,6 +52,9 @@ def parse_args(argv: list[str]) -> tuple[AEConfig, str | None, Resumed | None]:
                         help="continue the stopped run in RUN_DIR from its newest state checkpoint, with its config")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=5")
     args = parser.parse_args(argv)
+    # paths the user typed are meant from where the command was run (scripts/env.sh moves to the repository)
+    args.config, args.out, args.resume = (str(user_path(a)) if a else None
+                                          for a in (args.config, args.out, args.resume))
     if args.resume is None:
         return load_config(AEConfig, args.config or "configs/ae.yaml", args.overrides), args.out, None
     if args.config or args.out:
@@ -113,7 +115,7 @@ def save_comparison(inputs: torch.Tensor, recon: torch.Tensor, path, n: int = 32
 
 def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None) -> dict:
     """Train a VAE from scratch (into `out`), or continue the run `resumed`; return the metrics."""
-    procs = start_processes(cfg.device)  # this process among torchrun's (one without torchrun), its device
+    procs = start_processes(cfg.device, cfg.train.deterministic)  # this process among torchrun's, its device
     device = procs.device
     rows = procs.local_rows(cfg.train.batch_size)  # this process's rows of every global batch
     gen = seed_everything(cfg.seed)  # posterior noise (the data order has its own (seed, epoch) generators)
@@ -172,8 +174,7 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
     total_steps = cfg.train.epochs * len(batches)
     stopped_early = False
     progress.start_clock()
-    bar = tqdm(total=total_steps, initial=progress.step, desc="AE", unit="step", dynamic_ncols=True,
-               mininterval=1.0, disable=not procs.is_main)
+    bar = TrainingBar("AE", total_steps, cfg.train.max_minutes, progress, not procs.is_main)
     # Ctrl-C / SIGTERM: finish the step, write a state checkpoint, exit (the bar closes on any exit).
     with StopSignals() as stop, bar:
         for epoch in range(progress.epoch, cfg.train.epochs):
@@ -185,7 +186,9 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
                 set_learning_rate(opt, lr)
                 # Every process draws the posterior noise of the whole global batch and takes its rows.
                 eps = torch.randn((len(idx), *latent_shape), generator=gen)[rows]
-                x = pixel_batch(data.images, data.train_idx[idx[rows]], flip[rows]).to(device).contiguous(memory_format=memory_format)
+                x = to_device(pixel_batch(data.images, data.train_idx[idx[rows]], flip[rows]), device)
+                x = x.contiguous(memory_format=memory_format)
+                eps = to_device(eps, device)
                 with autocast(device, use_bf16):
                     x_hat, mean, logvar = train_vae(x, eps)
                 x_hat = x_hat.float()
@@ -228,8 +231,7 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
                 for name, value in logged.items():
                     progress.history.setdefault(name, []).append(value)
                 progress.done_step()
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, l1=f"{logged['l1']:.4f}", kl=f"{logged['kl']:.1f}")
+                bar.step(progress, epoch=epoch, l1=f"{logged['l1']:.4f}", kl=f"{logged['kl']:.1f}")
                 if progress.step % cfg.train.log_every == 0:
                     log(f"epoch {epoch} step {progress.step}/{total_steps} loss {logged['total']:.4f} "
                         f"l1 {logged['l1']:.4f} kl {logged['kl']:.2f}"

@@ -2,7 +2,7 @@
 
     python -m benchmarks [--quick] [--out benchmarks/results/bench.json] [--batch B] [--only SECTIONS] [--in-process]
 
-Measures on the machine at hand, in one run, and prints Markdown tables and the issue's targets:
+Measures on the machine at hand, in one run, and prints Markdown tables and the project's speed targets:
   machine   fp32 and bf16 matmul GFLOP/s (2048^3, median of 5), CPU model, torch, threads, native bf16
   ae        the VAE training step of configs/ae.yaml vs diffusers' AutoencoderKL (benchmarks/ae_step.py)
   unet      the U-Net training step of configs/ldm.yaml on its 16x16x4 latents, on 64x64x3 and on 32x32x3
@@ -35,6 +35,7 @@ from benchmarks.jobs import idle, isolation_available, peak_rss_mb, run_job  # n
 from benchmarks.report import markdown, targets  # noqa: E402
 from benchmarks.settings import full_settings, quick_settings  # noqa: E402
 from benchmarks.suite import SECTIONS, run_suite  # noqa: E402
+from plumbing.cli import user_path  # noqa: E402
 
 ISOLATED = ("per measurement: each job runs in a process forked from the benchmark's main process (torch "
             "imported, nothing computed), so a peak is that job's own. It includes what such a process starts from "
@@ -62,6 +63,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="run every measurement in this process (peak memory becomes cumulative)")
     args = p.parse_args(argv)
     args.sections = tuple(s.strip() for s in args.only.split(",") if s.strip())
+    args.out, args.data_root, args.corpus = (str(user_path(a)) if a else a for a in (args.out, args.data_root, args.corpus))
     unknown = [s for s in args.sections if s not in SECTIONS]
     if unknown or not args.sections:
         p.error(f"--only {args.only}: choose among {', '.join(SECTIONS)}")

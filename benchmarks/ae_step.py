@@ -4,7 +4,7 @@
 
 (`python -m benchmarks` runs this together with the other measurements.) Both models get the same
 job: a batch of B images at size x size, forward, L1 + KL loss, backward, AdamW step, bf16 autocast
-where native. diffusers is configured as the issue's reference: the same widths per level, one block
+where native. diffusers is configured as the reference: the same widths per level, one block
 per level and the same latent shape (4 x size/4 x size/4). Each model is timed in NCHW and in NHWC;
 the speed-up compares each model's faster layout. Medians over `repeats` timed steps after 2 warm-up
 steps. Achieved GFLOP/s uses torch.utils.flop_counter. diffusers is a benchmark-only dependency

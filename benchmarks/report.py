@@ -1,4 +1,4 @@
-"""The benchmark's verdicts and tables: the issue's targets (met or not, with the measured value) and
+"""The benchmark's verdicts and tables: the project's speed targets (met or not, with the measured value) and
 Markdown tables of everything measured, from the results tree of benchmarks/suite.py."""
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def unet_shortfall(entry: dict, machine: dict | None, threshold: float) -> str |
     """Why our U-Net step is not `threshold` times diffusers', in the run's own numbers.
 
     The target counts on bf16: on a CPU whose bf16 matmul beats fp32 (AMX, or AVX512-BF16 at
-    ~2.3x as on the issue's machine) our bf16 step can outrun diffusers' fp32-bound one. Without
+    ~2.3x as on the machine the targets were set on) our bf16 step can outrun diffusers' fp32-bound one. Without
     that, both U-Nets run the same fp32 arithmetic (equal GFLOP per step), so the speed-up is the
     ratio of achieved GFLOP/s, and `threshold`x needs that share of the fp32 matmul ceiling."""
     ours, theirs = entry["models"].get("pokediffusion", {}), entry["models"].get("diffusers", {})
@@ -41,7 +41,7 @@ def unet_shortfall(entry: dict, machine: dict | None, threshold: float) -> str |
 
 
 def targets(tree: dict) -> list[dict]:
-    """The issue's targets that the measured sections allow to judge."""
+    """The project's speed targets that the measured sections allow to judge."""
     rows = []
     if "ae" in tree:
         ours = tree["ae"]["models"].get("pokediffusion", {})

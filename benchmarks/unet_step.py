@@ -3,7 +3,7 @@
 The job of both models: a batch x_0 of latents or pixels, t ~ U{0..T-1}, x_t = q_sample(x_0, t, eps),
 x0_hat = f(x_t, t), loss = MSE(x0_hat, x_0), backward, AdamW step, bf16 autocast where native.
 
-diffusers is configured as the issue's reference: block_out_channels = our widths, layers_per_block =
+diffusers is configured as the reference: block_out_channels = our widths, layers_per_block =
 our `blocks` (its decoder, like ours, has blocks + 1 residual blocks per level), AttnDownBlock2D /
 AttnUpBlock2D at our attention levels and DownBlock2D / UpBlock2D elsewhere, a middle block with
 attention (as ours), 3x3 stride-2 convolutions down and nearest + 3x3 convolution up (as ours), and a

@@ -56,10 +56,16 @@ class TrainConfig:
     sample_every: int = 50           # epochs between sample grids (0: only at the end)
     sample_n: int = 64
     max_minutes: float = 15.0        # stop after this many minutes of training (0: no limit)
+    max_steps: int = 0               # stop after this many optimiser steps (0: the epochs decide); the
+                                     # learning-rate schedule spans them
     ckpt_every: int = 1000           # steps between training-state checkpoints for --resume (0: only on
                                      # SIGINT/SIGTERM); 1000 = every 1-2 min with the CPU configs
     keep_last: int = 2               # state checkpoints kept (the newest); older ones are deleted
     compile: bool = False            # torch.compile the model for training (CUDA; first steps slower)
+    deterministic: bool = False      # CUDA: deterministic kernels only (slower; plumbing/device.py). CPU runs are
+                                     # bitwise repeatable either way
+    augment: float = 0.0             # non-leaking augmentation (diffusion/augment.py): the probability of each
+                                     # transform; 0: off
     init: Optional[str] = None       # start from this trained diffusion checkpoint's EMA weights (fine-tuning;
                                      # a latent model keeps its AE; space and U-Net must match)
 
@@ -77,9 +83,9 @@ class ConditionConfig:
 
 @dataclass
 class SampleConfig:
-    sampler: Literal["ddpm", "ddim"] = "ddim"
+    # The training-time sample grids: DDIM with these settings (diffusion.sample has its own flags).
     steps: int = 50                  # DDIM steps
-    eta: float = 0.0
+    eta: float = 0.0                 # 0: deterministic DDIM
 
 
 @dataclass
@@ -108,12 +114,16 @@ class DiffusionConfig:
                            ("train.sample_n", self.train.sample_n)]:
             if value <= 0:
                 raise UserError(f"{key}={value} must be positive")
+        if not 0.0 <= self.train.augment <= 1.0:
+            raise UserError(f"train.augment={self.train.augment} must be a probability in [0, 1] (0: off)")
         if not 0.0 <= self.cond.drop_prob <= 1.0:
             raise UserError(f"cond.drop_prob={self.cond.drop_prob} must be in [0, 1]")
         if not 0.0 <= self.train.ema_decay < 1.0:
             raise UserError(f"train.ema_decay={self.train.ema_decay} must be in [0, 1)")
         if not self.train.log_snr_std > 0:
             raise UserError(f"train.log_snr_std={self.train.log_snr_std} must be positive")
+        if self.train.max_steps < 0:
+            raise UserError(f"train.max_steps={self.train.max_steps} must be >= 0 (0: the epochs decide)")
         if self.train.ckpt_every < 0:
             raise UserError(f"train.ckpt_every={self.train.ckpt_every} must be >= 0 (0: checkpoint only on a stop signal)")
         if self.train.keep_last < 1:

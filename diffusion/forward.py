@@ -31,7 +31,7 @@ from diffusion.config import DiffusionConfig
 from diffusion.model import build_schedule
 from diffusion.schedule import LinearSchedule
 from diffusion.space import LatentSpace, training_space
-from plumbing.cli import UserError, run_main
+from plumbing.cli import UserError, run_main, user_path
 from plumbing.config import load_config
 from plumbing.device import pick_device, seed_everything
 from plumbing.pictures import grid_array, save_gif
@@ -184,6 +184,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--ae", default=None, help="AE checkpoint for the latent part (default: ae.ckpt or the newest)")
     parser.add_argument("overrides", nargs="*", help="section.key=value")
     args = parser.parse_args(argv)
+    args.config, args.out, args.ae = (str(user_path(a)) if a else a for a in (args.config, args.out, args.ae))
     cfg = load_config(DiffusionConfig, args.config, args.overrides + ([f"ae.ckpt={args.ae}"] if args.ae else []))
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)

@@ -29,32 +29,38 @@ NULL_STYLE = len(SOURCES)      # 4
 
 @dataclass
 class Labels:
-    """The labels of a batch: `type` and `style`, each int64 [B] or None."""
+    """What the network is told about each image of a batch: `type` and `style` labels, each int64 [B]
+    or None, and in training with augmentation the transform parameters `aug` [B, AUG_DIM]
+    (diffusion/augment.py; None is "not augmented", as at sampling)."""
 
     type: torch.Tensor | None = None
     style: torch.Tensor | None = None
+    aug: torch.Tensor | None = None
+
+    def _map(self, fn) -> Labels:
+        return Labels(*(None if v is None else fn(v) for v in (self.type, self.style, self.aug)))
 
     def __len__(self) -> int:
-        given = self.type if self.type is not None else self.style
+        given = next((v for v in (self.type, self.style, self.aug) if v is not None), None)
         return 0 if given is None else len(given)
 
     def null(self) -> Labels:
-        """The same kinds, every label "no label" (the unconditional half of guidance)."""
+        """The same kinds, every label "no label" (the unconditional half of guidance); the
+        augmentation parameters stay as they are."""
         return Labels(None if self.type is None else torch.full_like(self.type, NULL_TYPE),
-                      None if self.style is None else torch.full_like(self.style, NULL_STYLE))
+                      None if self.style is None else torch.full_like(self.style, NULL_STYLE), self.aug)
 
     def cat(self, other: Labels) -> Labels:
         """This batch's labels followed by `other`'s (the same kinds)."""
-        return Labels(None if self.type is None else torch.cat([self.type, other.type]),
-                      None if self.style is None else torch.cat([self.style, other.style]))
+        return Labels(*(None if a is None else torch.cat([a, b]) for a, b in
+                        zip((self.type, self.style, self.aug), (other.type, other.style, other.aug))))
 
     def to(self, device) -> Labels:
-        return Labels(None if self.type is None else self.type.to(device),
-                      None if self.style is None else self.style.to(device))
+        return self._map(lambda v: v.to(device))
 
     def index(self, rows) -> Labels:
         """The labels of some rows (a slice, index tensor or mask)."""
-        return Labels(None if self.type is None else self.type[rows], None if self.style is None else self.style[rows])
+        return self._map(lambda v: v[rows])
 
 
 def training_labels(cfg: DiffusionConfig, data: SpriteSet) -> Labels | None:

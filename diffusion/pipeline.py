@@ -39,6 +39,7 @@ from plumbing.pictures import grid_array
 from plumbing.runs import RELEASE_CONFIG, newest_run_file, release_dir
 from sprites.dataset import to_uint8
 
+
 @dataclass
 class Pipeline:
     """A trained diffusion model ready to sample: EMA U-Net, schedule, space, config, device."""

@@ -43,7 +43,7 @@ from diffusion.pipeline import load_diffusion
 from diffusion.sampling import ddim_sample
 from diffusion.space import find_ae
 from plumbing.checkpoint import file_sha256, half_precision, load_checkpoint, write_safetensors
-from plumbing.cli import UserError, run_main
+from plumbing.cli import UserError, run_main, user_path
 from plumbing.device import pick_device
 from plumbing.runs import RELEASE_AE, RELEASE_CONFIG, RELEASE_LDM, release_dir, writable_dir
 from sprites.dataset import to_uint8
@@ -192,6 +192,8 @@ def parse_args(argv: list[str]):
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
+    args.ldm, args.ae, args.out, args.card = (str(user_path(a)) if a else a
+                                              for a in (args.ldm, args.ae, args.out, args.card))
     if args.n <= 0:
         raise UserError(f"--n {args.n}: the number of samples must be positive")
     notes = None

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from diffusion.pipeline import default_checkpoint, load_pipeline
 from diffusion.sampling import ddim_timesteps
-from plumbing.cli import UserError, run_main
+from plumbing.cli import UserError, run_main, user_path
 from plumbing.pictures import grid_array, label_rows, save_gif, save_grid, save_image
 from plumbing.runs import writable_dir
 
@@ -60,6 +60,7 @@ def parse_args(argv: list[str]):
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
+    args.ckpt, args.ae, args.out = (str(user_path(a)) if a else a for a in (args.ckpt, args.ae, args.out))
     if args.n <= 0:
         raise UserError(f"--n {args.n}: the number of samples must be positive")
     if args.gif and not 1 <= args.gif_n:

@@ -27,7 +27,7 @@ import torch
 
 from autoencoder.latents import encode_posterior, load_autoencoder
 from diffusion.config import DiffusionConfig
-from plumbing.checkpoint import file_sha256, save_atomic
+from plumbing.checkpoint import file_sha256, read_cache, save_atomic
 from plumbing.cli import UserError
 from plumbing.runs import newest_run_file
 from sprites.dataset import pixel_batch, to_unit_range
@@ -93,14 +93,10 @@ class LatentSpace:
     def prepare(self, images_uint8: torch.Tensor, cache: Path | None = None, batch_size: int = 64) -> None:
         """Encode the training images and their mirror images once (q(z|x)'s means), or read them from
         `cache` (a file keyed by the AE and the images: see `latent_cache`), writing it when missing."""
-        if cache is not None and cache.is_file():
-            try:
-                means = torch.load(cache, weights_only=True)
-                if means.shape[1] == len(images_uint8):
-                    self.post_mean = means
-                    return
-            except Exception:  # a damaged cache is rebuilt, never trusted
-                pass
+        means = read_cache(cache)
+        if isinstance(means, torch.Tensor) and means.shape[:2] == (2, len(images_uint8)):
+            self.post_mean = means
+            return
         self.post_mean = torch.stack([encode_posterior(self.vae, images_uint8, batch_size, self.device, flip=flip)[0]
                                       for flip in (False, True)])  # [2 (plain, mirrored), N, C, h, w]
         if cache is not None:

@@ -11,7 +11,8 @@ Training objective, per batch (Ho et al. 2020 with the x0 parameterisation):
     L = mean_b || f_theta(x_t, t[, labels]) - x_0 ||^2 / D        (D = dimensions of x_0)
 
 With labels (cond.labels, cond.style) each kind is replaced by "no label" with probability
-cond.drop_prob, on its own, for classifier-free guidance (diffusion/guidance.py).
+cond.drop_prob, on its own, for classifier-free guidance (diffusion/guidance.py). With
+train.augment > 0 the x_0 are augmented without leaking (diffusion/augment.py).
 
 Writes into the run folder (default checkpoints/<run_name>-<timestamp>/): config.yaml, log.txt,
 loss.png, samples_epochNNNN.png, samples.png (EMA weights, DDIM), metrics.json, diffusion.pt, and
@@ -20,12 +21,14 @@ state-<step>.pt training-state checkpoints for --resume.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import math
 import time
 
 import torch
 
+from diffusion.augment import augment
 from diffusion.config import DiffusionConfig
 from diffusion.guidance import dropped
 from diffusion.labels import Labels, training_labels
@@ -35,9 +38,9 @@ from diffusion.sampling import ddim_sample
 from diffusion.schedule import LinearSchedule
 from diffusion.space import latent_cache, training_space
 from plumbing.checkpoint import FORMAT_VERSION, cpu_state_dict
-from plumbing.cli import UserError, run_main
+from plumbing.cli import UserError, run_main, user_path
 from plumbing.config import load_config, to_dict
-from plumbing.device import bf16_pays, precision_note, seed_everything
+from plumbing.device import bf16_pays, precision_note, seed_everything, to_device
 from plumbing.distributed import start_processes
 from plumbing.optim import EMA, scheduled_lr, set_learning_rate
 from plumbing.pictures import save_grid
@@ -70,6 +73,9 @@ def parse_args(argv: list[str], default_config: str = "configs/ldm.yaml") -> tup
                         help="continue the stopped run in RUN_DIR from its newest state checkpoint, with its config")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=5")
     args = parser.parse_args(argv)
+    # paths the user typed are meant from where the command was run (scripts/env.sh moves to the repository)
+    args.config, args.out, args.resume = (str(user_path(a)) if a else None
+                                          for a in (args.config, args.out, args.resume))
     if args.resume is None:
         return load_config(DiffusionConfig, args.config or default_config, args.overrides), args.out, None
     if args.config or args.out:
@@ -120,6 +126,9 @@ def starting_point(cfg: DiffusionConfig) -> tuple[dict | None, dict | None]:
         return None, None
     init = read_diffusion(cfg.train.init)
     mine, theirs = to_dict(cfg), init["config"]
+    if (mine["train"]["augment"] > 0) != (theirs["train"]["augment"] > 0):
+        raise UserError(f"train.init={cfg.train.init} was trained with train.augment={theirs['train']['augment']}; "
+                        "fine-tune with augmentation on or off as it was (the network's augmentation input)")
     for key in INIT_KEYS:
         a, b = mine, theirs
         for part in key.split("."):
@@ -132,7 +141,7 @@ def starting_point(cfg: DiffusionConfig) -> tuple[dict | None, dict | None]:
 
 def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None = None) -> dict:
     """Train a DDPM from scratch or from train.init (into `out`), or continue the run `resumed`."""
-    procs = start_processes(cfg.device)  # this process among torchrun's (one without torchrun), its device
+    procs = start_processes(cfg.device, cfg.train.deterministic)  # this process among torchrun's, its device
     device = procs.device
     rows = procs.local_rows(cfg.train.batch_size)  # this process's rows of every global batch
     gen = seed_everything(cfg.seed)  # every draw of a step: t, noise, label dropout
@@ -196,6 +205,8 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     procs.seed_dropout(cfg.seed, progress.step)  # several processes: each its own dropout noise
 
     total_steps = cfg.train.epochs * len(batches)
+    if cfg.train.max_steps:  # a step budget: the schedule spans it, and the run stops there
+        total_steps = min(total_steps, cfg.train.max_steps)
     losses = progress.history["loss"]
     stopped_early = False
     progress.start_clock()
@@ -205,7 +216,7 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
         for epoch in range(progress.epoch, cfg.train.epochs):
             for idx, flip in batches.epoch(epoch, start=progress.batch):
                 lr = scheduled_lr(cfg.train, progress.step, total_steps, progress.seconds())
-                if lr is None:  # the time budget (train.max_minutes) is used up
+                if lr is None or progress.step >= total_steps:  # the time or step budget is used up
                     stopped_early = True
                     break
                 set_learning_rate(opt, lr)
@@ -216,10 +227,14 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
                 noise = torch.randn(x0.shape, generator=gen)
                 y = None
                 if train_labels is not None:  # classifier-free guidance: drop some labels to "no label"
-                    y = dropped(train_labels.index(idx), cfg.cond.drop_prob, gen).index(rows).to(device)
+                    y = dropped(train_labels.index(idx), cfg.cond.drop_prob, gen)
+                if cfg.train.augment > 0:  # non-leaking augmentation: the network is told the transforms
+                    x0, aug = augment(x0, cfg.train.augment, gen)
+                    y = Labels(aug=aug) if y is None else dataclasses.replace(y, aug=aug)
+                y = None if y is None else y.index(rows).to(device)
                 x0, t, noise = x0[rows], t[rows], noise[rows]
                 xt = schedule.q_sample(x0, t, noise)
-                x0, xt, t = (v.to(device) for v in (x0, xt, t))
+                x0, xt, t = (to_device(v, device) for v in (x0, xt, t))  # pinned, non-blocking on CUDA
                 xt = xt.contiguous(memory_format=memory_format)
                 x0_hat = predict_x0(train_model, xt, t, use_bf16, y)
                 loss = (x0_hat - x0).pow(2).mean()
@@ -252,7 +267,9 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
             progress.next_epoch(epoch + 1)
     train_seconds = progress.seconds()
     if stopped_early:
-        log(f"time budget of {cfg.train.max_minutes} min reached after {progress.step} steps")
+        budget = (f"step budget of {cfg.train.max_steps}" if cfg.train.max_steps and progress.step >= total_steps
+                  else f"time budget of {cfg.train.max_minutes} min")
+        log(f"{budget} reached after {progress.step} steps")
     del train_model  # the DDP wrapper holds the process group: drop it before procs.finish()
     procs.check_same_weights({**model.state_dict(), **{f"ema.{k}": v for k, v in ema.shadow.items()}})
     if not procs.is_main:  # process 0 alone samples and writes

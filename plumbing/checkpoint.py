@@ -59,6 +59,17 @@ def save_atomic(obj: dict, path: str | Path) -> Path:
     return path
 
 
+def read_cache(path: Path | None):
+    """What a cache file holds (tensors, numbers, strings; read without running code), or None when
+    there is no file or it cannot be read: a damaged cache is rebuilt, never trusted."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception:  # truncated, foreign or unpicklable: rebuild it
+        return None
+
+
 def cpu_state_dict(weights: torch.nn.Module | dict) -> dict:
     """A module's state dict (or a dict of tensors, e.g. EMA weights) as contiguous CPU tensors,
     the form every checkpoint stores."""

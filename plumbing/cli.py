@@ -7,8 +7,26 @@ bugs) keep their traceback, because that is what a developer needs.
 """
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Callable
+
+# Set by scripts/env.sh to the folder the user ran a script from, before it moves to the repository
+# root: relative paths the user gives are meant from there.
+CALLER_DIR = "POKEDIFFUSION_CALLER_DIR"
+
+
+def user_path(path: str | Path | None) -> Path | None:
+    """A path the user gave on the command line: relative paths are resolved against the folder the
+    user ran the command from ($POKEDIFFUSION_CALLER_DIR, set by the scripts), else the working folder."""
+    if path is None:
+        return None
+    path = Path(path)
+    caller = os.environ.get(CALLER_DIR)
+    if not caller or path.is_absolute() or Path(caller).resolve() == Path.cwd().resolve():
+        return path
+    return Path(caller) / path
 
 
 class UserError(Exception):

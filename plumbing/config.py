@@ -24,12 +24,15 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
-from plumbing.cli import UserError
+from plumbing.cli import UserError, user_path
 
 T = TypeVar("T")
 
 # Environment variables that set a config key (applied after the YAML file, before overrides).
 ENV_KEYS = {"POKEMON_DATA": "data.root"}
+# Keys that hold a path: given as an override, a relative path is meant from where the user ran the
+# command (plumbing/cli.py, user_path).
+PATH_KEYS = {"data.root", "data.corpus", "data.cache_dir", "ae.ckpt", "cond.table", "train.init"}
 
 
 def load_config(schema: type[T], path: str | Path | None, overrides: list[str] = ()) -> T:
@@ -63,6 +66,8 @@ def apply_overrides(schema: type[T], tree: dict, overrides: list[str] = ()) -> T
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
+        if key.strip() in PATH_KEYS and isinstance(value, str) and value:
+            value = str(user_path(value))
         _set_dotted(tree, key.strip(), value)
     return _build(schema, tree, prefix="")
 

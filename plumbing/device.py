@@ -147,9 +147,31 @@ def machine_summary(device: torch.device) -> dict:
     return summary
 
 
-def allow_tf32(device: torch.device) -> None:
-    """On CUDA, let fp32 matrix products and convolutions use TF32 tensor cores (Ampere+): about 8x
-    the fp32 rate at a 10-bit mantissa, which training does not notice. No effect elsewhere."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+def configure_cuda(device: torch.device, deterministic: bool = False) -> None:
+    """Settings of a CUDA run (none elsewhere).
+
+    * TF32: fp32 matrix products and convolutions run on TF32 tensor cores (Ampere and later: about
+      8x the fp32 rate at a 10-bit mantissa, which training does not notice); bf16 autocast
+      (`autocast`) covers most of the arithmetic anyway.
+    * cuDNN picks the fastest convolution algorithms for the fixed shapes of a run (benchmark mode).
+    * deterministic=True (train.deterministic): deterministic algorithms only, cuDNN benchmark off,
+      cuBLAS with a fixed workspace (CUBLAS_WORKSPACE_CONFIG), so a seeded CUDA run repeats itself;
+      slower, and operations without a deterministic CUDA kernel warn instead. Without it a CUDA
+      run is seeded but not bitwise repeatable (autotuned and atomic-add kernels); a CPU run is.
+    """
+    if device.type != "cuda":
+        return
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = not deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on `device`: on CUDA through pinned memory with a non-blocking copy, so that the
+    copy overlaps the GPU's work; unchanged elsewhere."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)

@@ -23,10 +23,12 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from plumbing.cli import UserError
-from plumbing.device import allow_tf32, pick_device
+from plumbing.device import configure_cuda, pick_device
 
 
 @dataclass
@@ -61,8 +63,6 @@ class Processes:
         `model` itself."""
         wrapped = model
         if self.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
             wrapped = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda"
                                               else None)
         if compile:
@@ -74,8 +74,6 @@ class Processes:
         which must be the same on every process)."""
         if not self.distributed:
             return values
-        import torch.distributed as dist
-
         values = values.detach().clone()
         dist.all_reduce(values)
         return values / self.world_size
@@ -85,8 +83,6 @@ class Processes:
         the others) stops all of them after the same step."""
         if not self.distributed:
             return value
-        import torch.distributed as dist
-
         t = torch.tensor([value], dtype=torch.int64, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return int(t.item())
@@ -96,8 +92,6 @@ class Processes:
         whose two forward passes per step DDP would not accept) over the processes."""
         if not self.distributed:
             return
-        import torch.distributed as dist
-
         for p in module.parameters():
             if p.grad is not None:
                 dist.all_reduce(p.grad)
@@ -114,8 +108,6 @@ class Processes:
     def barrier(self) -> None:
         """Wait until every process gets here (e.g. until process 0 has written a checkpoint)."""
         if self.distributed:
-            import torch.distributed as dist
-
             dist.barrier()
 
     def check_same_weights(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -123,8 +115,6 @@ class Processes:
         float64 checksum per process, gathered and compared."""
         if not self.distributed:
             return
-        import torch.distributed as dist
-
         total = sum(v.detach().double().sum() for v in tensors.values() if v.dtype.is_floating_point)
         mine = torch.as_tensor(total, dtype=torch.float64, device=self.device).reshape(1)
         gathered = [torch.zeros_like(mine) for _ in range(self.world_size)]
@@ -144,21 +134,19 @@ class Processes:
         wait for every process (the others wait here while process 0 samples and writes), destroy
         the group on all of them, and collect the garbage while the interpreter is fully alive."""
         if self.distributed:
-            import torch.distributed as dist
-
             if dist.is_initialized():
                 dist.barrier()
             _leave_group()
 
 
-def start_processes(device_name: str) -> Processes:
+def start_processes(device_name: str, deterministic: bool = False) -> Processes:
     """This process's place among torchrun's processes (one process without torchrun), its device
-    (cuda:LOCAL_RANK on CUDA), and the process group (NCCL on CUDA, gloo on CPU). Also allows TF32
-    matrix products on CUDA."""
+    (cuda:LOCAL_RANK on CUDA), and the process group (NCCL on CUDA, gloo on CPU). Also sets up CUDA
+    (TF32, cuDNN, determinism: plumbing/device.py, configure_cuda)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = pick_device(device_name)
     if world <= 1:
-        allow_tf32(device)
+        configure_cuda(device, deterministic)
         return Processes(device=device)
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
@@ -174,9 +162,7 @@ def start_processes(device_name: str) -> Processes:
     else:
         raise UserError(f"several training processes run on CUDA (NCCL) or the CPU (gloo), not on "
                         f"'{device.type}'; use device=cuda or device=cpu, or drop torchrun")
-    allow_tf32(device)
-    import torch.distributed as dist
-
+    configure_cuda(device, deterministic)
     if not dist.is_initialized():
         dist.init_process_group(backend)
         atexit.register(_leave_group)  # for exits that skip Processes.finish
@@ -188,8 +174,6 @@ def _leave_group() -> None:
     not during interpreter shutdown. `Processes.finish` calls it after its barrier; atexit calls it,
     without waiting for the others (they may be gone), for exits that skip `finish` (a requested
     stop, an error)."""
-    import torch.distributed as dist
-
     if dist.is_initialized():
         dist.destroy_process_group()
     gc.collect()

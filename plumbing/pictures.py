@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import torch
-from PIL import Image
+from matplotlib import font_manager
+from PIL import Image, ImageDraw, ImageFont
 
 
 def grid_array(images: torch.Tensor, nrow: int, pad: int = 2, upscale: int = 1) -> np.ndarray:
@@ -34,9 +36,6 @@ def label_rows(grid: np.ndarray, labels: list[str], row_height: int, pad: int = 
     """Prepend a white margin to a grid with one text label per row, so that a grid with one row per
     class (or per noise level) says which row is which. The font is the DejaVu Sans that matplotlib
     ships (PIL's built-in font draws a space 2 pixels wide: "held-outsprite")."""
-    from matplotlib import font_manager
-    from PIL import ImageDraw, ImageFont
-
     font = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 12)
     width = 8 + max(int(font.getlength(text)) for text in labels)
     canvas = Image.new("RGB", (width + grid.shape[1], grid.shape[0]), "white")
@@ -59,9 +58,33 @@ def save_image(image: torch.Tensor, path: str | Path) -> Path:
 def save_gif(frames: list[np.ndarray], path: str | Path, seconds_per_frame: float = 0.08,
              hold_last: float = 1.5) -> Path:
     """uint8 HxWx3 frames -> a looping GIF; the last frame is held for `hold_last` seconds."""
-    import imageio.v3 as iio
-
     path = Path(path)
     durations_ms = [round(1000 * seconds_per_frame)] * (len(frames) - 1) + [round(1000 * hold_last)]
     iio.imwrite(path, np.stack(frames), extension=".gif", duration=durations_ms, loop=0)
     return path
+
+
+def thin_gif(path: Path) -> int:
+    """Keep every other frame of a GIF (the last one always), each shown twice as long; returns the
+    new number of frames."""
+    frames = iio.imread(path, index=None)[..., :3]
+    kept = list(frames[::2]) + ([] if (len(frames) - 1) % 2 == 0 else [frames[-1]])
+    step_ms = iio.immeta(path).get("duration", 80)
+    save_gif(kept, path, seconds_per_frame=2 * step_ms / 1000)
+    return len(kept)
+
+
+def fit_budget(folder: Path, names: list[str], budget_mb: float, min_frames: int = 5) -> tuple[float, dict]:
+    """Thin the largest GIF of `names` in `folder` (`thin_gif`) until they take at most `budget_mb` or
+    no GIF has more than `min_frames` frames; returns (MB in all, {GIF: its frame count after thinning})."""
+    def total() -> float:
+        return sum((folder / name).stat().st_size for name in names) / 1e6
+
+    thinned = {}
+    while total() > budget_mb:
+        gifs = [n for n in names if n.endswith(".gif") and Image.open(folder / n).n_frames > min_frames]
+        if not gifs:
+            break
+        largest = max(gifs, key=lambda n: (folder / n).stat().st_size)
+        thinned[largest] = thin_gif(folder / largest)
+    return total(), thinned

@@ -29,6 +29,7 @@ import time
 
 import torch
 
+from autoencoder.latents import encode_posterior, load_autoencoder
 from diffusion.pipeline import load_pipeline
 from plumbing.cli import UserError, run_main
 from plumbing.runs import writable_dir
@@ -42,8 +43,6 @@ MEASURES = ("recognised", "mean_top_probability", "exp_kl", "frechet_pokenet", "
 
 def gaussian_latents(ae_path: str, train_art: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """n images decoded from z ~ N(mean, covariance) of the training artworks' posterior means."""
-    from autoencoder.latents import encode_posterior, load_autoencoder
-
     vae, _ = load_autoencoder(ae_path)
     mean, _ = encode_posterior(vae, train_art)
     flat = mean.flatten(1).double()

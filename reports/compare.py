@@ -1,75 +1,66 @@
 """Latent against pixel diffusion: one Markdown report with its figures, readable on GitHub.
 
-    python -m reports.compare --ldm RUN --pixel RUN --out DIR [--n 64] [--steps 50] [--seed 0]
-                              [--notes FILE] [--hue DIR] [--data DIR] [--device auto]
+    python -m reports.compare --ldm RUN --pixel RUN [--pixel-total RUN] --out DIR [--n 64] [--steps 50]
+                              [--seed 0] [--verdict FILE] [--notes FILE] [--hue DIR] [--data DIR] [--device auto]
 
 RUN is the folder of a finished diffusion.train run (or its diffusion.pt): --ldm one in latent
-space (scripts/train_ldm.sh), --pixel one in pixel space (scripts/train_pixel.sh). Writes into DIR
-report.md, report.json (every number of the report) and the figures it shows:
+space (scripts/train_ldm.sh), --pixel one in pixel space (scripts/train_pixel.sh) trained for the
+LDM's minutes, and optionally --pixel-total one in pixel space trained for the AE's and the LDM's
+minutes together (equal total compute). Writes into DIR report.md, report.json (every number of
+the report) and the figures it shows:
 
-    samples_{latent,pixel}_ddim.png   --n samples of each model, DDIM with --steps steps, seed --seed
-    samples_{latent,pixel}_ddpm.png   the same with ancestral DDPM over all T steps
-    reverse_{latent,pixel}.gif        the reverse process of 16 of them (20 frames, tiles at native size)
+    samples_<run>_{ddim,ddpm}.png     --n samples of each model, DDIM with --steps steps and ancestral DDPM
+    reverse_<run>.gif                 the reverse process of 16 of them (20 frames, tiles at native size)
     forward_{pixels,latent}.gif/.png  the forward process of 6 training sprites (diffusion.forward)
     hist_rgb.png, hist_latent.png     x_0 and x_T against N(0, 1) (diffusion.forward)
-    loss_{latent,pixel}.png           the runs' own loss curves, copied
+    loss_<run>.png                    the runs' own loss curves, copied
     types_latent.png                  one row per Pokemon type (a type-conditional LDM only)
 
 Where the numbers come from:
   * Equal compute: train.max_minutes, training wall time, steps, img/s, device and machine of each
-    run, from its metrics.json (or the checkpoint's copy of it); the AE's (stage 1) time is stated
-    separately. When the two DDPMs' wall times differ by more than 10%, or their budgets or machines
-    differ, the report says so.
-  * Cost: parameters; FLOPs per training image (U-Net forward and backward, batch 1) and per sample
-    (steps x one U-Net evaluation + decoding), counted by torch.utils.flop_counter.FlopCounterMode
-    (matrix products, convolutions, attention; norms and activations are not counted); the time and
-    peak memory of --n samples with DDIM and with DDPM, measured in a fresh Python process per model
-    (its peak resident memory includes Python and torch).
-  * Quality: reports.metrics.evaluate of each sample set against the training sprites and
-    reports.metrics.reference_rows (held-out real sprites: the best achievable; blurred sprites and
-    noise: the bad end). FID/KID only where torch-fidelity's Inception weights are on disk.
+    run, from its metrics.json (or the checkpoint's copy); the AE's (stage 1) time too. When wall
+    times differ by more than 10%, or budgets or machines differ, the report says so.
+  * Cost (benchmarks/model_cost.py): parameters, FLOPs per training image and per sample, and the
+    time and peak memory of --n samples, each model in a fresh Python process.
+  * Quality: the creature measures of reports/creature.py with the shipped PokeNet (recognisability,
+    Frechet distance in PokeNet features, precision/recall, the two-sample test), then the pixel
+    measures of reports/metrics.py, each with its reference rows (sets of known quality).
   * Forward process: diffusion.forward's statistics of x_0 and x_T for RGB values and latents.
-  * Discussion: the Markdown of --notes FILE, verbatim. This command never writes judgement;
-    without notes the report says that the discussion is not written. The file is checked at the
-    start and read when the report is assembled, so it can be written while the samples are drawn.
-  * Per type (a type-conditional LDM): one row of samples per type at the run's guidance scale;
-    with --hue DIR, the table of reports.hue's DIR/hue.json.
+  * Verdict and discussion: the Markdown of --verdict FILE (shown under the title) and --notes FILE,
+    verbatim. This command never writes judgement; without them the report says they are not written.
+  * Per type (a type-conditional LDM): one row of samples per type; with --hue DIR, reports.hue's table.
 
-The same seed is given to both models; x_T has another shape in each space, so they share the seed,
-not the noise. The figures stay small (the repository's budget for them is 5 MB); the command
-prints their total size.
+The same seed is given to every model; x_T has another shape in each space, so they share the seed,
+not the noise. The figures stay small (budget FIGURE_BUDGET_MB); GIFs are thinned to fit.
 """
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
-import copy
 import json
-import multiprocessing
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-import benchmarks.harness  # noqa: F401  (teaches the FLOP counter torch's CPU attention kernel)
-from benchmarks.jobs import peak_rss_mb
+from benchmarks.model_cost import in_fresh_process, measure_cost, sampling_job
 from diffusion.config import DiffusionConfig
-from diffusion.labels import Labels
-from diffusion.model import make_denoiser, num_styles, num_types, predict_x0
-from diffusion.pipeline import load_diffusion
-from diffusion.sampling import ddim_timesteps
+from diffusion.forward import latent_proof, pixel_proof
+from diffusion.pipeline import Pipeline, load_diffusion
 from diffusion.space import find_ae
 from plumbing.checkpoint import load_checkpoint
-from plumbing.cli import UserError, run_main
+from plumbing.cli import UserError, run_main, user_path
 from plumbing.config import from_dict
 from plumbing.device import machine_summary, pick_device
-from plumbing.pictures import save_gif, save_grid
+from plumbing.pictures import fit_budget, save_gif, save_grid
 from plumbing.runs import writable_dir
-from reports.metrics import K_NEIGHBOURS, evaluate, reference_rows
-from sprites.dataset import load_sprites, sprites_root, to_uint8, to_unit_range
+from reports.creature import RECOGNISED, block_shuffle, creature_scores
+from reports.hue import markdown_table
+from reports.metrics import K_NEIGHBOURS, evaluate, gaussian_blur, reference_rows
+from reports.pokenet import SHIPPED_DIR, SHIPPED_NAME, load_pokenet, predict, validation_artworks
+from sprites.dataset import load_sprites, sprites_root, to_unit_range
 from sprites.labels import TYPES
 
 GIF_SAMPLES = 16
@@ -78,13 +69,13 @@ TYPE_ROW = 8                 # samples per type in the per-type grid
 WALL_TIME_TOLERANCE = 0.10   # wall times further apart than this are not "equal compute"
 FIGURE_BUDGET_MB = 5.0
 SWD_PATCHES = 8192           # patches per pyramid level and set in the sliced Wasserstein distance (its default)
-LABELS = {"latent": "latent (LDM)", "pixel": "pixel"}
+LABELS = {"latent": "latent (LDM)", "pixel": "pixel", "pixel_total": "pixel, AE + LDM minutes"}
 
 
 @dataclass
 class Run:
     """One trained diffusion model as the report sees it."""
-    space: str                     # "latent" or "pixel"
+    space: str                     # "latent", "pixel" or "pixel_total" (a pixel model: the report's key)
     ckpt_path: Path
     run_dir: Path
     cfg: DiffusionConfig
@@ -103,8 +94,10 @@ def read_metrics(run_dir: Path, ckpt: dict) -> dict:
     return dict(ckpt.get("metrics") or {})
 
 
-def load_run(arg: str, space: str, flag: str) -> Run:
-    """The run behind --ldm / --pixel: a run folder (or its diffusion.pt) of a model in `space`."""
+def load_run(arg: str, key: str, flag: str) -> Run:
+    """The run behind --ldm / --pixel / --pixel-total: a run folder (or its diffusion.pt) of a model in
+    the space that `key` needs."""
+    space = "latent" if key == "latent" else "pixel"
     path = Path(arg)
     if not path.exists():
         raise UserError(f"{flag} {arg}: no such run folder; pass a folder written by diffusion.train "
@@ -115,8 +108,8 @@ def load_run(arg: str, space: str, flag: str) -> Run:
     ckpt = load_checkpoint(ckpt_path, kind="diffusion")
     if ckpt["config"]["space"] != space:
         raise UserError(f"{flag} {arg} is a {ckpt['config']['space']}-space run; --ldm takes a latent-space run "
-                        "(scripts/train_ldm.sh), --pixel a pixel-space run (scripts/train_pixel.sh)")
-    run = Run(space, ckpt_path, ckpt_path.parent, from_dict(DiffusionConfig, ckpt["config"]),
+                        "(scripts/train_ldm.sh), --pixel and --pixel-total a pixel-space run (scripts/train_pixel.sh)")
+    run = Run(key, ckpt_path, ckpt_path.parent, from_dict(DiffusionConfig, ckpt["config"]),
               read_metrics(ckpt_path.parent, ckpt), ckpt.get("data_fingerprint"))
     if space == "latent":
         ae_path = find_ae(ckpt["ae"], ckpt_path)
@@ -125,86 +118,10 @@ def load_run(arg: str, space: str, flag: str) -> Run:
     return run
 
 
-# --- sampling, timed in a fresh process ------------------------------------------------------------
-
-def sampling_job(ckpt: str, n: int, steps: int, seed: int, device: str) -> dict:
-    """Load a model and draw n samples with DDIM (`steps`) and with DDPM (all T), after a warm-up run.
-
-    Meant for a fresh process (`in_fresh_process`): its peak resident memory is then this job's
-    own, Python and torch included. Returns the samples as uint8, the seconds of each sampler
-    (decoding included), and the peak memory.
-    """
-    dev = pick_device(device)
-    start_mb = peak_rss_mb()
-    pipe = load_diffusion(ckpt, dev)
-    pipe.generate(2, seed, steps=2)  # warm-up
-    result = {"start_rss_mb": start_mb}
-    for sampler in ("ddim", "ddpm"):
-        images, _, seconds = pipe.generate(n, seed, sampler=sampler, steps=steps)
-        result[sampler] = {"images": to_uint8(images), "seconds": seconds,
-                           "steps": len(ddim_timesteps(pipe.schedule.T, steps)) if sampler == "ddim" else pipe.schedule.T}
-    result["peak_rss_mb"] = peak_rss_mb()
-    if dev.type == "cuda":
-        result["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 20
-    return result
-
-
-def in_fresh_process(fn, **kwargs):
-    """fn(**kwargs) in a newly started Python process (multiprocessing "spawn"); its exceptions,
-    user errors included, are raised here."""
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        return pool.submit(fn, **kwargs).result()
-
-
-# --- FLOPs ----------------------------------------------------------------------------------------
-
-def counted_flops(fn) -> int:
-    """FLOPs of fn() as torch.utils.flop_counter counts them."""
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
-
-
-def training_flops_per_image(model, schedule, shape: tuple, cfg: DiffusionConfig) -> int:
-    """One training image through diffusion.train's step: x0_hat = f(x_t, t), the x0-MSE, backward."""
-    net = copy.deepcopy(model).train().requires_grad_(True)
-    dev = next(net.parameters()).device
-    gen = torch.Generator().manual_seed(0)
-    x0 = torch.randn(1, *shape, generator=gen)
-    t = torch.full((1,), schedule.T // 2)
-    xt = schedule.q_sample(x0, t, torch.randn(x0.shape, generator=gen)).to(dev)
-    zero = torch.zeros(1, dtype=torch.long, device=dev)
-    y = Labels(zero if num_types(cfg) else None, zero if num_styles(cfg) else None)
-
-    def step():
-        loss = (predict_x0(net, xt, t.to(dev), False, y) - x0.to(dev)).pow(2).mean()
-        loss.backward()
-    return counted_flops(step)
-
-
-def sampling_flops(model, schedule, space, cfg: DiffusionConfig, steps: int) -> dict:
-    """FLOPs of one sample: one network evaluation per step, then decoding to pixels."""
-    dev = next(model.parameters()).device
-    denoise = make_denoiser(model, dev, False)
-    x = torch.randn(1, *space.shape, generator=torch.Generator().manual_seed(0)).to(dev)
-    t = torch.full((1,), schedule.T - 1, device=dev)
-    with torch.inference_mode():
-        step = counted_flops(lambda: denoise(x, t))
-        decode = counted_flops(lambda: space.decode(x))
-    ddim_steps = len(ddim_timesteps(schedule.T, steps))
-    return {"network_evaluation": step, "decode": decode, "ddim": ddim_steps * step + decode,
-            "ddpm": schedule.T * step + decode}
-
-
-def parameters(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-# --- data and metrics -----------------------------------------------------------------------------
+# --- data and measures ----------------------------------------------------------------------------
 
 def sprites_of(run: Run, root: str, cache: dict):
-    """The sprites (sprites.dataset.SpriteSet) at the run's size and held-out split, loaded once per setting."""
+    """The artworks (sprites.dataset.SpriteSet) at the run's size and held-out split, loaded once per setting."""
     d = run.cfg.data
     key = (root, d.size, d.holdout, d.split_seed)
     if key not in cache:
@@ -217,7 +134,7 @@ def sprites_of(run: Run, root: str, cache: dict):
     return cache[key]
 
 
-def quality_of(runs: list[Run], sampled: dict, sprites: dict, seed: int) -> dict:
+def pixel_quality(runs: list[Run], sampled: dict, sprites: dict, seed: int) -> dict:
     """reports.metrics.evaluate of every sample set, and reference_rows once per image size."""
     quality = {"samples": {}, "reference": {}, "notes": []}
     for run in runs:
@@ -229,55 +146,69 @@ def quality_of(runs: list[Run], sampled: dict, sprites: dict, seed: int) -> dict
         if run.cfg.data.size not in quality["reference"]:
             quality["reference"][run.cfg.data.size] = reference_rows(train, holdout, seed, swd_patches=SWD_PATCHES)
         if run.data_fingerprint and run.data_fingerprint != sprites[run.space].fingerprint:
-            quality["notes"].append(f"Note: the {run.space} model was trained on another set of sprites than the "
-                                    "one evaluated here.")
+            quality["notes"].append(f"Note: the {LABELS[run.space]} model was trained on other images than the "
+                                    "artworks evaluated here (the corpus too, or another folder).")
     return quality
+
+
+def creature_quality(runs: list[Run], sampled: dict, sprites: dict, root: str, seed: int) -> dict | None:
+    """The creature measures (reports/creature.py, shipped PokeNet) of every sample set and of PokeNet's
+    reference rows, against the training artworks; None (with the reason) where they cannot be computed."""
+    weights = SHIPPED_DIR / SHIPPED_NAME
+    sizes = {run.cfg.data.size for run in runs}
+    if sizes != {64} or not weights.is_file():
+        return {"note": f"not computed: PokeNet ({weights}) measures 64x64 images; these runs are {sorted(sizes)} px"}
+    model, ckpt = load_pokenet(weights)
+    train = to_unit_range(sprites[runs[0].space].train())
+    ref = predict(model, train, "cpu")[0]
+    held = to_unit_range(validation_artworks(ckpt, root)[0])
+    rows = {f"{LABELS[run.space]}, {sampler.upper()}":
+            creature_scores(model, sampled[run.space][sampler]["images"], train, ref, c2st_real=train, seed=seed)
+            for run in runs for sampler in ("ddim", "ddpm")}
+    gen = torch.Generator().manual_seed(seed)
+    reference = {"held-out artworks (PokeNet's validation set)": held, "held-out, blurred": gaussian_blur(held, 2.0),
+                 "held-out, tiles shuffled (8x8)": block_shuffle(held, 8, seed),
+                 "uniform noise": torch.rand(held.shape, generator=gen) * 2 - 1}
+    for name, images in reference.items():
+        rows[f"reference: {name}"] = creature_scores(model, images, train, ref, c2st_real=train, seed=seed)
+    return {"rows": rows}
 
 
 # --- figures --------------------------------------------------------------------------------------
 
-def forward_figures(pixel_model, latent_model, pixel_sprites, latent_sprites, seed: int, out: Path) -> dict:
+def forward_figures(pixel: Pipeline, latent: Pipeline, pixel_sprites, latent_sprites, seed: int, out: Path) -> dict:
     """diffusion.forward's proof for both spaces, each with its run's schedule and small GIFs; returns
     the statistics of x_0 and x_T."""
-    from diffusion.forward import latent_proof, pixel_proof
-
-    pixel_schedule = pixel_model.schedule
-    latent_schedule, latent_space = latent_model.schedule, latent_model.space
     gen = torch.Generator().manual_seed(seed)
     x0 = to_unit_range(pixel_sprites.train())
-    stats = {"pixels": pixel_proof(pixel_schedule, x0, gen, out, frames=GIF_FRAMES, upscale=1),
-             "schedule_pixels": pixel_schedule.diagnostics(x0), "n_pixels": len(x0)}
-    latent_space.prepare(latent_sprites.train())
-    stats["latents"] = latent_proof(latent_schedule, latent_space, to_unit_range(latent_sprites.train()), gen, out,
+    stats = {"pixels": pixel_proof(pixel.schedule, x0, gen, out, frames=GIF_FRAMES, upscale=1),
+             "schedule_pixels": pixel.schedule.diagnostics(x0), "n_pixels": len(x0)}
+    latent.space.prepare(latent_sprites.train())
+    stats["latents"] = latent_proof(latent.schedule, latent.space, to_unit_range(latent_sprites.train()), gen, out,
                                     frames=GIF_FRAMES, upscale=1)
-    stats["schedule_latents"] = latent_schedule.diagnostics(latent_space.all_x0())
+    stats["schedule_latents"] = latent.schedule.diagnostics(latent.space.all_x0())
     stats["n_latents"] = len(latent_sprites.train_idx)
     return stats
 
 
-def reverse_process_gif(loaded, steps: int, seed: int, path: Path, device) -> int:
-    """The reverse process (DDIM) of the first GIF_SAMPLES samples of `seed`; returns the frame count."""
-    frames = loaded.reverse_process(GIF_SAMPLES, seed, frames=GIF_FRAMES, steps=steps)
-    save_gif(frames, path)
-    return len(frames)
-
-
-def type_grid(loaded, steps: int, seed: int, path: Path, device) -> dict:
+def type_grid(pipe: Pipeline, steps: int, seed: int, path: Path) -> dict:
     """One row of TYPE_ROW samples per Pokemon type (as diffusion.sample --type all) at the run's
     guidance scale cond.guidance."""
-    cfg = loaded.cfg
-    labels, _ = loaded.labels(["all"], None, TYPE_ROW)
-    images, _, _ = loaded.generate(len(labels), seed, labels, cfg.cond.guidance, steps=steps)
+    labels, _ = pipe.labels(["all"], None, TYPE_ROW)
+    images, _, _ = pipe.generate(len(labels), seed, labels, pipe.cfg.cond.guidance, steps=steps)
     save_grid(images, path, nrow=TYPE_ROW)
-    return {"types": list(TYPES), "per_type": TYPE_ROW, "guidance": cfg.cond.guidance}
+    return {"types": list(TYPES), "per_type": TYPE_ROW, "guidance": pipe.cfg.cond.guidance}
 
 
-def copy_loss_curve(run: Run, path: Path) -> bool:
+def write_figures(run: Run, pipe: Pipeline, sampled: dict, steps: int, seed: int, out: Path) -> bool:
+    """The sample grids, the reverse-process GIF and the loss curve of one run; whether it had a loss curve."""
+    for sampler in ("ddim", "ddpm"):
+        save_grid(to_unit_range(sampled[sampler]["images"]), out / f"samples_{run.space}_{sampler}.png", nrow=8)
+    save_gif(pipe.reverse_process(GIF_SAMPLES, seed, frames=GIF_FRAMES, steps=steps), out / f"reverse_{run.space}.gif")
     source = run.run_dir / "loss.png"
     if source.is_file():
-        shutil.copyfile(source, path)
-        return True
-    return False
+        shutil.copyfile(source, out / f"loss_{run.space}.png")
+    return source.is_file()
 
 
 # --- Markdown -------------------------------------------------------------------------------------
@@ -348,35 +279,47 @@ def equal_compute(latent: Run, pixel: Run) -> dict:
             "machines": [machine_a, machine_b], "sentences": lines}
 
 
-def section_compute(latent: Run, pixel: Run, facts: dict) -> str:
-    rows = []
+def total_compute_sentence(latent: Run, total: Run) -> str:
+    """Whether the --pixel-total run trained for the AE's and the LDM's minutes together."""
+    want = (latent.metrics.get("train_seconds") or 0) + (latent.ae.get("metrics", {}).get("train_seconds") or 0)
+    got = total.metrics.get("train_seconds")
+    if not want or got is None:
+        return "**Equal total compute cannot be checked**: a run does not record its training time."
+    gap = abs(got - want) / want
+    verdict = "within" if gap <= WALL_TIME_TOLERANCE else "**not within**"
+    return (f"The pixel model of the third column trained for {minutes(got)}, {verdict} {WALL_TIME_TOLERANCE:.0%} of "
+            f"the latent pipeline's AE and LDM together ({minutes(want)}): equal total compute.")
+
+
+def section_compute(runs: list[Run], facts: dict, extra: list[str]) -> str:
+    rows = [["train.max_minutes", *(f"{r.cfg.train.max_minutes:g}" for r in runs)]]
     for name, key, spec in [("training wall time", "train_seconds", None), ("steps", "steps", "d"),
                             ("epochs", "epochs_completed", ".1f"), ("training img/s", "train_img_per_s", ".1f"),
                             ("device", "device", "s"), ("bf16 autocast", "bf16", None)]:
         cells = []
-        for run in (latent, pixel):
+        for run in runs:
             v = run.metrics.get(key)
             cells.append(minutes(v) if key == "train_seconds" else fmt(v, spec) if spec else str(v))
         rows.append([name, *cells])
-    rows.insert(0, ["train.max_minutes", *(f"{r.cfg.train.max_minutes:g}" for r in (latent, pixel))])
-    rows.append(["machine", *(machine_text(r.metrics.get("machine")) for r in (latent, pixel))])
-    rows.append(["run", *(f"`{r.run_dir}`" for r in (latent, pixel))])
-    return "## Equal compute\n\n" + "\n".join(f"- {line}" for line in facts["sentences"]) + "\n\n" + \
-        table(["", LABELS["latent"], LABELS["pixel"]], rows)
+    rows.append(["machine", *(machine_text(r.metrics.get("machine")) for r in runs)])
+    rows.append(["run", *(f"`{r.run_dir}`" for r in runs)])
+    sentences = facts["sentences"] + extra
+    return "## Equal compute\n\n" + "\n".join(f"- {line}" for line in sentences) + "\n\n" + \
+        table(["", *(LABELS[r.space] for r in runs)], rows)
 
 
-def section_samples(n: int, steps: int, seed: int, has_loss: dict) -> str:
+def section_samples(runs: list[Run], n: int, steps: int, seed: int, has_loss: dict) -> str:
+    heads = [LABELS[r.space] for r in runs]
     text = [f"## Samples\n\n{n} samples of each model from seed {seed} (the same seed; x_T has a different shape "
-            "in each space, so the two share the seed, not the noise)."]
+            "in each space, so the models share the seed, not the noise; a style-conditional model draws its "
+            "default style, artwork)."]
     for sampler, what in (("ddim", f"DDIM, {steps} steps"), ("ddpm", "ancestral DDPM, all T steps")):
-        text.append(f"**{what}**\n\n" + table(
-            [LABELS["latent"], LABELS["pixel"]],
-            [[f"![latent, {what}](samples_latent_{sampler}.png)", f"![pixel, {what}](samples_pixel_{sampler}.png)"]]))
+        text.append(f"**{what}**\n\n" + table(heads, [[f"![{r.space}, {what}](samples_{r.space}_{sampler}.png)"
+                                                       for r in runs]]))
     text.append(f"**The reverse process** (DDIM, the first {GIF_SAMPLES} samples, x_t decoded to pixels)\n\n" + table(
-        [LABELS["latent"], LABELS["pixel"]], [["![latent reverse process](reverse_latent.gif)",
-                                               "![pixel reverse process](reverse_pixel.gif)"]]))
-    curves = [f"![{s} loss](loss_{s}.png)" if has_loss[s] else "not recorded" for s in ("latent", "pixel")]
-    text.append("**Training loss**\n\n" + table([LABELS["latent"], LABELS["pixel"]], [curves]))
+        heads, [[f"![{r.space} reverse process](reverse_{r.space}.gif)" for r in runs]]))
+    curves = [f"![{r.space} loss](loss_{r.space}.png)" if has_loss[r.space] else "not recorded" for r in runs]
+    text.append("**Training loss**\n\n" + table(heads, [curves]))
     return "\n\n".join(text)
 
 
@@ -384,36 +327,35 @@ def gflops(v) -> str:
     return fmt(None if v is None else v / 1e9, ".3g")
 
 
-def section_cost(cost: dict, n: int, machine_now: dict, latent: Run, pixel: Run) -> str:
-    lc, pc = cost["latent"], cost["pixel"]
+def section_cost(runs: list[Run], cost: dict, n: int, machine_now: dict) -> str:
+    cs = [cost[r.space] for r in runs]
+    lc = cost["latent"]
     rows = [
-        ["diffusion space x_0", "x".join(map(str, lc["shape"])), "x".join(map(str, pc["shape"]))],
-        ["U-Net parameters", f"{lc['unet_parameters'] / 1e6:.2f}M", f"{pc['unet_parameters'] / 1e6:.2f}M"],
+        ["diffusion space x_0", *("x".join(map(str, c["shape"])) for c in cs)],
+        ["U-Net parameters", *(f"{c['unet_parameters'] / 1e6:.2f}M" for c in cs)],
         ["AE parameters (decoder, used in sampling)",
-         f"{lc['ae_parameters'] / 1e6:.2f}M ({lc['decoder_parameters'] / 1e6:.2f}M)", "none"],
-        ["GFLOPs per training image (U-Net forward + backward)", gflops(lc["train_flops"]), gflops(pc["train_flops"])],
+         *(f"{c['ae_parameters'] / 1e6:.2f}M ({c['decoder_parameters'] / 1e6:.2f}M)" if "ae_parameters" in c
+           else "none" for c in cs)],
+        ["GFLOPs per training image (U-Net forward + backward)", *(gflops(c["train_flops"]) for c in cs)],
         [f"GFLOPs per sample, DDIM {lc['ddim_steps']} steps (decoding included)",
-         gflops(lc["sample_flops"]["ddim"]), gflops(pc["sample_flops"]["ddim"])],
-        [f"GFLOPs per sample, DDPM (T = {lc['T']} / {pc['T']})", gflops(lc["sample_flops"]["ddpm"]),
-         gflops(pc["sample_flops"]["ddpm"])],
-        ["training wall time", minutes(latent.metrics.get("train_seconds")), minutes(pixel.metrics.get("train_seconds"))],
-        ["training img/s", fmt(latent.metrics.get("train_img_per_s"), ".1f"),
-         fmt(pixel.metrics.get("train_img_per_s"), ".1f")],
-        [f"sampling time, {n} samples, DDIM {lc['ddim_steps']} steps", f"{lc['ddim_seconds']:.1f} s",
-         f"{pc['ddim_seconds']:.1f} s"],
-        [f"sampling time, {n} samples, DDPM all T steps", f"{lc['ddpm_seconds']:.1f} s", f"{pc['ddpm_seconds']:.1f} s"],
-        ["peak memory of the sampling process (RSS, DDIM and DDPM runs)", f"{lc['peak_rss_mb']:.0f} MB", f"{pc['peak_rss_mb']:.0f} MB"],
+         *(gflops(c["sample_flops"]["ddim"]) for c in cs)],
+        ["GFLOPs per sample, DDPM (all T)", *(gflops(c["sample_flops"]["ddpm"]) for c in cs)],
+        ["training wall time", *(minutes(r.metrics.get("train_seconds")) for r in runs)],
+        ["training img/s", *(fmt(r.metrics.get("train_img_per_s"), ".1f") for r in runs)],
+        [f"sampling time, {n} samples, DDIM {lc['ddim_steps']} steps", *(f"{c['ddim_seconds']:.1f} s" for c in cs)],
+        [f"sampling time, {n} samples, DDPM all T steps", *(f"{c['ddpm_seconds']:.1f} s" for c in cs)],
+        ["peak memory of the sampling process (RSS, DDIM and DDPM runs)", *(f"{c['peak_rss_mb']:.0f} MB" for c in cs)],
     ]
     if "peak_cuda_mb" in lc:
-        rows.append(["peak GPU memory allocated", f"{lc['peak_cuda_mb']:.0f} MB", f"{pc['peak_cuda_mb']:.0f} MB"])
+        rows.append(["peak GPU memory allocated", *(f"{c.get('peak_cuda_mb', 0):.0f} MB" for c in cs)])
     notes = (f"FLOPs are those torch.utils.flop_counter counts (matrix products, convolutions, attention; "
-             f"norms and activations are not counted), at batch 1; the latent model's training images are "
-             f"encoded once before training ({gflops(lc['encode_flops'])} GFLOPs per image and per mirror "
-             f"image, not in the row above). Training time and img/s are the runs' own (metrics.json). Sampling "
-             f"time (decoding included, after a warm-up run) and peak memory were measured by this command, "
-             f"each model in a fresh Python process (its resident memory includes Python and torch: "
+             f"norms and activations are not counted), at batch 1 (benchmarks/model_cost.py); the latent model's "
+             f"training images are encoded once before training ({gflops(lc['encode_flops'])} GFLOPs per image and "
+             f"per mirror image, not in the row above). Training time and img/s are the runs' own (metrics.json). "
+             f"Sampling time (decoding included, after a warm-up run) and peak memory were measured by this "
+             f"command, each model in a fresh Python process (its resident memory includes Python and torch: "
              f"{lc['start_rss_mb']:.0f} MB before loading anything), on {machine_text(machine_now)}.")
-    return "## Cost\n\n" + table(["", LABELS["latent"], LABELS["pixel"]], rows) + "\n\n" + notes
+    return "## Cost\n\n" + table(["", *(LABELS[r.space] for r in runs)], rows) + "\n\n" + notes
 
 
 def metric_row(name: str, r: dict) -> list[str]:
@@ -424,13 +366,32 @@ def metric_row(name: str, r: dict) -> list[str]:
             f"{r['diversity']:.3f}", fmt(r["fid"], ".1f", "not computed"), fmt(r["kid"], ".4f", "not computed")]
 
 
-def section_quality(quality: dict, steps: int) -> str:
+def section_creatures(creature: dict | None) -> str:
+    if creature is None or "rows" not in creature:
+        return "### Creature measures\n\n" + (creature or {}).get("note", "not computed")
+    header = ["set", "n", "recognised", "mean top p", "exp-KL", "Frechet (PokeNet)", "precision", "recall", "C2ST"]
+    rows = [[name, str(r["n"]), f"{r['recognised']:.3f}", f"{r['mean_top_probability']:.3f}", f"{r['exp_kl']:.1f}",
+             f"{r['frechet_pokenet']:.1f}", f"{r['precision']:.2f}", f"{r['recall']:.2f}",
+             fmt(r.get("c2st"), ".2f", "-")] for name, r in creature["rows"].items()]
+    return "\n".join([
+        "### Creature measures (the headline)\n",
+        "PokeNet (reports/pokenet.py, the shipped weights) names the species of an image; `reports/creature.py`. "
+        f"recognised: share of images whose most probable species has p >= {RECOGNISED} (higher is better; real "
+        "artworks are the reference); exp-KL: exp E KL(p(y|x) || p(y)) (Salimans et al. 2016); Frechet: the "
+        "Frechet distance of Gaussians fitted to PokeNet's penultimate features of the set and of the training "
+        "artworks (lower is better; not FID); precision / recall: k-NN manifolds in those features; C2ST: held-out "
+        "accuracy of a small CNN telling the set from training artworks (0.5 = indistinguishable). "
+        "docs/evaluation.md has the calibration.\n",
+        table(header, rows)])
+
+
+def section_quality(runs: list[Run], quality: dict, creature: dict | None, steps: int) -> str:
     header = ["set", "n", "SWD x1e3 per level", "SWD mean", "precision", "recall", "memorised", "NN-train",
               "diversity", "FID", "KID"]
     rows = []
-    for space in ("latent", "pixel"):
+    for run in runs:
         for sampler, what in (("ddim", f"DDIM {steps}"), ("ddpm", "DDPM")):
-            rows.append(metric_row(f"{LABELS[space]}, {what}", quality["samples"][space][sampler]))
+            rows.append(metric_row(f"{LABELS[run.space]}, {what}", quality["samples"][run.space][sampler]))
     for size, ref in quality["reference"].items():
         suffix = f" ({size}px)" if len(quality["reference"]) > 1 else ""
         rows.append(metric_row(f"reference: held-out real sprites{suffix} (best achievable)", ref["holdout"]))
@@ -440,17 +401,18 @@ def section_quality(quality: dict, steps: int) -> str:
     note = first["fid_kid_note"]
     if first["fid"] is None:
         note = "not computed: weights unavailable (" + note.removeprefix("not computed: ") + ")"
-    fid_line = f"**FID / KID**: {note}"
     text = [
-        "## Quality\n",
-        "Every sample set against the training sprites, with `reports.metrics.evaluate`; the reference rows are "
+        "## Quality\n", section_creatures(creature), "",
+        "### Pixel measures\n",
+        "Every sample set against the training artworks, with `reports.metrics.evaluate`; the reference rows are "
         "`reports.metrics.reference_rows`, the same metrics for sets of known quality. SWD: sliced Wasserstein "
         "distance of Laplacian-pyramid patches (lower is better); precision / recall: k-NN manifolds in 16x16 "
         "pixel features (higher is better); memorised: share of samples much closer to a training sprite than "
         "new real sprites are; NN-train: median distance to the nearest training sprite; diversity: mean "
         f"pairwise distance (the training sprites: {first['diversity_real']:.3f}); distances are RMS over 16x16 "
-        "pixels in [-1, 1]. The metrics depend on the set sizes: compare rows of similar n.\n",
-        table(header, rows), "", fid_line,
+        "pixels in [-1, 1]. These see colours, patches and layout, not creatures. The metrics depend on the set "
+        "sizes: compare rows of similar n.\n",
+        table(header, rows), "", f"**FID / KID**: {note}",
     ]
     for note in quality["notes"]:
         text.append(f"\n{note}")
@@ -473,11 +435,11 @@ def section_forward(stats: dict) -> str:
     sp, sl = stats["schedule_pixels"], stats["schedule_latents"]
     return "\n".join([
         "## The forward process ends in N(0, I)\n",
-        f"`diffusion.forward`'s proof on the training sprites ({stats['n_pixels']} images at the pixel model's "
-        f"size, {stats['n_latents']} at the latent model's), each space with its own run's schedule: pixels T = {sp['T']}, "
-        f"alpha_bar_T = {sp['alpha_bar_T']:.2e}, KL(q(x_T|x_0) || N(0, I)) = {sp['kl_per_dim']:.2e} nats/dim; "
-        f"latents T = {sl['T']}, alpha_bar_T = {sl['alpha_bar_T']:.2e}, KL = {sl['kl_per_dim']:.2e} nats/dim. "
-        f"x_T is drawn in closed form; the latents are the normalised posterior means "
+        f"`diffusion.forward`'s proof on the training artworks ({stats['n_pixels']} images at the pixel model's "
+        f"size, {stats['n_latents']} at the latent model's), each space with its own run's schedule: pixels T = "
+        f"{sp['T']}, alpha_bar_T = {sp['alpha_bar_T']:.2e}, KL(q(x_T|x_0) || N(0, I)) = {sp['kl_per_dim']:.2e} "
+        f"nats/dim; latents T = {sl['T']}, alpha_bar_T = {sl['alpha_bar_T']:.2e}, KL = {sl['kl_per_dim']:.2e} "
+        f"nats/dim. x_T is drawn in closed form; the latents are the normalised posterior means "
         f"({stats['latents']['norm']} normalisation).\n",
         table(header, stats_rows("pixels", stats["pixels"]) + stats_rows("latents", stats["latents"])), "",
         "![RGB densities before and after the forward process](hist_rgb.png)",
@@ -495,11 +457,9 @@ def section_types(types: dict | None, hue: dict | None, ldm: Run) -> str:
     text = ["## Per type\n",
             f"The latent model is type-conditional: one row of {types['per_type']} samples per type, top to bottom "
             f"{', '.join(types['types'])}, classifier-free guidance {types['guidance']:g}. (The sample grids and "
-            "metrics above are the unconditional model, the \"no label\" class.)\n",
+            "measures above draw without a type.)\n",
             "![one row of samples per Pokemon type](types_latent.png)"]
     if hue is not None:
-        from reports.hue import markdown_table
-
         same = Path(hue.get("checkpoint", "")).resolve() == ldm.ckpt_path.resolve()
         source = "" if same else f" (from the checkpoint `{hue.get('checkpoint')}`, not this report's LDM)"
         text += ["", f"Hue statistics of `reports.hue`{source}, {hue.get('n')} samples per row, seed "
@@ -508,15 +468,19 @@ def section_types(types: dict | None, hue: dict | None, ldm: Run) -> str:
     return "\n".join(text)
 
 
-def section_title(latent: Run, pixel: Run, seconds: float, n_figures: int, size_mb: float, thinned: dict) -> str:
+def section_title(runs: list[Run], seconds: float, n_figures: int, size_mb: float, thinned: dict,
+                  verdict: str | None) -> str:
     fitted = ""
     if thinned:
         fitted = " To stay within that budget the GIFs " + ", ".join(
             f"{name} ({frames} frames)" for name, frames in thinned.items()) + " were thinned."
-    return (f"# Latent against pixel diffusion\n\nLatent model `{latent.ckpt_path}` (AE `{latent.ae['path']}`), "
-            f"pixel model `{pixel.ckpt_path}`; written by `python -m reports.compare` in {seconds / 60:.1f} min. "
-            "Every number below is measured or read from the runs' files. The "
+    models = "; ".join(f"{LABELS[r.space]} `{r.ckpt_path}`" + (f" (AE `{r.ae['path']}`)" if r.ae else "") for r in runs)
+    head = (f"# Latent against pixel diffusion\n\n{models}; written by `python -m reports.compare` in "
+            f"{seconds / 60:.1f} min. Every number below is measured or read from the runs' files. The "
             f"{n_figures} figures take {size_mb:.2f} MB (budget {FIGURE_BUDGET_MB:g} MB).{fitted}")
+    body = verdict.rstrip() if verdict else ("**Verdict: not written.** Pass `--verdict FILE` with three "
+                                             "sentences that say what the numbers below show.")
+    return head + "\n\n" + body
 
 
 def section_discussion(notes: str | None) -> str:
@@ -534,33 +498,41 @@ def parse_args(argv: list[str]):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ldm", required=True, help="latent-space run folder (or its diffusion.pt)")
     p.add_argument("--pixel", required=True, help="pixel-space run folder (or its diffusion.pt)")
+    p.add_argument("--pixel-total", default=None,
+                   help="pixel-space run trained for the AE's and the LDM's minutes together (equal total compute)")
     p.add_argument("--out", required=True, help="report folder (report.md, report.json, figures)")
     p.add_argument("--n", type=int, default=64, help="samples per model and sampler (default 64)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verdict", default=None, help="Markdown file with the verdict, shown under the title")
     p.add_argument("--notes", default=None, help="Markdown file with the discussion, included verbatim")
     p.add_argument("--hue", default=None, help="folder with reports.hue's hue.json (type-conditional LDM)")
     p.add_argument("--data", default=None,
-                   help="real sprites for the metrics (default: $POKEMON_DATA, else each run's data.root)")
+                   help="the artworks for the measures (default: $POKEMON_DATA, else each run's data.root)")
     p.add_argument("--device", default="auto")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name in ("ldm", "pixel", "pixel_total", "out", "verdict", "notes", "hue", "data"):
+        value = getattr(args, name)  # meant from where the user ran the command
+        setattr(args, name, str(user_path(value)) if value else value)
+    return args
 
 
-def read_notes(path: str | None) -> str | None:
-    """The text of --notes (None without it; UserError when unreadable)."""
+def read_text(path: str | None, flag: str) -> str | None:
+    """The text of a Markdown file given with `flag` (None without it; UserError when unreadable)."""
     if not path:
         return None
     try:
         return Path(path).read_text()
     except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"--notes {path} cannot be read ({getattr(err, 'strerror', None) or err}); "
+        raise UserError(f"{flag} {path} cannot be read ({getattr(err, 'strerror', None) or err}); "
                         "pass a Markdown file")
 
 
 def read_inputs(args) -> dict | None:
-    """Check that --notes can be read (it is read again when the report is assembled) and return the
-    content of --hue DIR/hue.json (UserError when either is unreadable)."""
-    read_notes(args.notes)
+    """Check that --verdict and --notes can be read (they are read again when the report is assembled)
+    and return the content of --hue DIR/hue.json (UserError when any is unreadable)."""
+    read_text(args.verdict, "--verdict")
+    read_text(args.notes, "--notes")
     hue = None
     if args.hue:
         path = Path(args.hue) / "hue.json"
@@ -572,76 +544,17 @@ def read_inputs(args) -> dict | None:
 
 def figure_names(report: str) -> list[str]:
     """The image files a Markdown report shows, in order, each once."""
-    import re
-
     return list(dict.fromkeys(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)))
-
-
-def thin_gif(path: Path) -> int:
-    """Keep every other frame of a GIF (the last one always), each shown twice as long; returns the
-    new number of frames."""
-    import imageio.v3 as iio
-
-    from plumbing.pictures import save_gif
-
-    frames = iio.imread(path, index=None)[..., :3]
-    kept = list(frames[::2]) + ([] if (len(frames) - 1) % 2 == 0 else [frames[-1]])
-    step_ms = iio.immeta(path).get("duration", 80)
-    save_gif(kept, path, seconds_per_frame=2 * step_ms / 1000)
-    return len(kept)
-
-
-def fit_budget(out: Path, names: list[str], budget_mb: float, min_frames: int = 5) -> tuple[float, dict]:
-    """Thin the largest GIF (`thin_gif`) until the figures take at most `budget_mb` or no GIF has
-    more than `min_frames` frames; returns (MB in all, {GIF: its frame count after thinning})."""
-    from PIL import Image
-
-    def total() -> float:
-        return sum((out / name).stat().st_size for name in names) / 1e6
-
-    thinned = {}
-    while total() > budget_mb:
-        gifs = [n for n in names if n.endswith(".gif") and Image.open(out / n).n_frames > min_frames]
-        if not gifs:
-            break
-        largest = max(gifs, key=lambda n: (out / n).stat().st_size)
-        thinned[largest] = thin_gif(out / largest)
-    return total(), thinned
-
-
-def measure_cost(run: Run, loaded, sampled: dict, steps: int) -> dict:
-    """Parameters, FLOPs, and the sampling time and memory measured in the fresh process."""
-    model, schedule, space, cfg = loaded.model, loaded.schedule, loaded.space, loaded.cfg
-    cost = {"shape": list(space.shape), "T": schedule.T, "ddim_steps": sampled["ddim"]["steps"],
-            "unet_parameters": parameters(model),
-            "train_flops": training_flops_per_image(model, schedule, space.shape, cfg),
-            "sample_flops": sampling_flops(model, schedule, space, cfg, steps),
-            "ddim_seconds": sampled["ddim"]["seconds"], "ddpm_seconds": sampled["ddpm"]["seconds"],
-            **{k: sampled[k] for k in ("peak_rss_mb", "start_rss_mb", "peak_cuda_mb") if k in sampled}}
-    if run.space == "latent":
-        vae = space.vae
-        probe = torch.zeros(1, 3, cfg.data.size, cfg.data.size, device=next(vae.parameters()).device)
-        with torch.inference_mode():
-            cost["encode_flops"] = counted_flops(lambda: vae.encode(probe))
-        cost.update({"ae_parameters": parameters(vae), "decoder_parameters": parameters(vae.decoder)})
-    return cost
-
-
-def write_figures(run: Run, loaded, sampled: dict, steps: int, seed: int, out: Path, device) -> bool:
-    """The sample grids, the reverse-process GIF and the loss curve of one run; whether it had a loss curve."""
-    for sampler in ("ddim", "ddpm"):
-        save_grid(to_unit_range(sampled[sampler]["images"]), out / f"samples_{run.space}_{sampler}.png", nrow=8)
-    reverse_process_gif(loaded, steps, seed, out / f"reverse_{run.space}.gif", device)
-    return copy_loss_curve(run, out / f"loss_{run.space}.png")
 
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     if args.n <= K_NEIGHBOURS:
         raise UserError(f"--n {args.n}: the metrics need more than {K_NEIGHBOURS} samples (64 give usable numbers)")
-    latent = load_run(args.ldm, "latent", "--ldm")
-    pixel = load_run(args.pixel, "pixel", "--pixel")
-    runs = [latent, pixel]
+    runs = [load_run(args.ldm, "latent", "--ldm"), load_run(args.pixel, "pixel", "--pixel")]
+    if args.pixel_total:
+        runs.append(load_run(args.pixel_total, "pixel_total", "--pixel-total"))
+    latent, pixel = runs[0], runs[1]
     for run in runs:
         if not 1 <= args.steps <= run.cfg.schedule.T:
             raise UserError(f"--steps {args.steps} must be between 1 and T={run.cfg.schedule.T}")
@@ -650,38 +563,41 @@ def main(argv: list[str]) -> None:
     device = pick_device(args.device)
     start = time.time()
     cache = {}
-    sprites = {run.space: sprites_of(run, sprites_root(args.data, run.cfg.data.root), cache) for run in runs}  # before anything slow
+    roots = {run.space: sprites_root(args.data, run.cfg.data.root) for run in runs}
+    sprites = {run.space: sprites_of(run, roots[run.space], cache) for run in runs}  # before anything slow
 
     print(f"sampling: {args.n} samples with DDIM and with DDPM per model, each model in a fresh process")
     sampled = {run.space: in_fresh_process(sampling_job, ckpt=str(run.ckpt_path), n=args.n, steps=args.steps,
                                            seed=args.seed, device=args.device) for run in runs}
-    loaded = {run.space: load_diffusion(run.ckpt_path, device) for run in runs}
-    print("cost, figures, metrics")
-    cost = {run.space: measure_cost(run, loaded[run.space], sampled[run.space], args.steps) for run in runs}
-    has_loss = {run.space: write_figures(run, loaded[run.space], sampled[run.space], args.steps, args.seed, out,
-                                         device) for run in runs}
-    quality = quality_of(runs, sampled, sprites, args.seed)
+    pipes = {run.space: load_diffusion(run.ckpt_path, device) for run in runs}
+    print("cost, figures, measures")
+    cost = {run.space: measure_cost(pipes[run.space], sampled[run.space], args.steps) for run in runs}
+    has_loss = {run.space: write_figures(run, pipes[run.space], sampled[run.space], args.steps, args.seed, out)
+                for run in runs}
+    quality = pixel_quality(runs, sampled, sprites, args.seed)
+    creature = creature_quality(runs, sampled, sprites, roots["latent"], args.seed)
     print("forward process")
-    stats = forward_figures(loaded["pixel"], loaded["latent"], sprites["pixel"], sprites["latent"], args.seed, out)
+    stats = forward_figures(pipes["pixel"], pipes["latent"], sprites["pixel"], sprites["latent"], args.seed, out)
     types = None
-    if loaded["latent"].cfg.cond.labels != "none":
-        types = type_grid(loaded["latent"], args.steps, args.seed, out / "types_latent.png", device)
+    if pipes["latent"].conditional["type"]:
+        types = type_grid(pipes["latent"], args.steps, args.seed, out / "types_latent.png")
 
     machine_now = machine_summary(device)
     facts = equal_compute(latent, pixel)
-    notes = read_notes(args.notes)  # read now: the discussion may be written while the samples are drawn
-    sections = [section_compute(latent, pixel, facts), section_samples(args.n, args.steps, args.seed, has_loss),
-                section_cost(cost, args.n, machine_now, latent, pixel), section_quality(quality, args.steps),
-                section_forward(stats), section_types(types, hue, latent), section_discussion(notes)]
+    extra = [total_compute_sentence(latent, runs[2])] if len(runs) > 2 else []
+    sections = [section_compute(runs, facts, extra), section_samples(runs, args.n, args.steps, args.seed, has_loss),
+                section_cost(runs, cost, args.n, machine_now), section_quality(runs, quality, creature, args.steps),
+                section_forward(stats), section_types(types, hue, latent),
+                section_discussion(read_text(args.notes, "--notes"))]
     names = figure_names("\n".join(sections))
     size_mb, thinned = fit_budget(out, names, FIGURE_BUDGET_MB)
-    title = section_title(latent, pixel, time.time() - start, len(names), size_mb, thinned)
+    title = section_title(runs, time.time() - start, len(names), size_mb, thinned, read_text(args.verdict, "--verdict"))
     report = "\n\n".join(s for s in [title, *sections] if s) + "\n"
     (out / "report.md").write_text(report)
     numbers = {"runs": {r.space: {"ckpt": str(r.ckpt_path), "metrics": r.metrics, "ae": r.ae or None} for r in runs},
-               "equal_compute": {k: v for k, v in facts.items() if k != "sentences"}, "cost": cost,
-               "quality": quality, "forward": stats, "types": types, "machine": machine_now,
-               "figures": {"files": names, "mb": size_mb, "thinned_gifs": thinned},
+               "equal_compute": {k: v for k, v in facts.items() if k != "sentences"}, "total_compute": extra,
+               "cost": cost, "quality": quality, "creature": creature, "forward": stats, "types": types,
+               "machine": machine_now, "figures": {"files": names, "mb": size_mb, "thinned_gifs": thinned},
                "settings": {"n": args.n, "steps": args.steps, "seed": args.seed}}
     (out / "report.json").write_text(json.dumps(numbers, indent=1, default=str) + "\n")
     print(f"figures: {len(names)} files, {size_mb:.2f} MB (budget {FIGURE_BUDGET_MB:g} MB"

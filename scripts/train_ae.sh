@@ -4,4 +4,4 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 # --resume RUN_DIR continues a stopped run with the config stored in it (no --config then).
 case " $* " in *" --resume "*|*" --resume="*) exec "$py" -m autoencoder.train "$@" ;; esac
-exec "$py" -m autoencoder.train --config configs/ae.yaml "$@"
+exec "$py" -m autoencoder.train --config "$PWD/configs/ae.yaml" "$@"

@@ -5,4 +5,4 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 # --resume RUN_DIR continues a stopped run with the config stored in it (no --config then).
 case " $* " in *" --resume "*|*" --resume="*) exec "$py" -m diffusion.train "$@" ;; esac
-exec "$py" -m diffusion.train --config configs/pixel.yaml "$@"
+exec "$py" -m diffusion.train --config "$PWD/configs/pixel.yaml" "$@"

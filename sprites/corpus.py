@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from plumbing.checkpoint import save_atomic
+from plumbing.checkpoint import read_cache, save_atomic
 from plumbing.cli import UserError
 from sprites.config import SOURCES
 from sprites.dataset import pokedex_number
@@ -215,12 +215,9 @@ def load_corpus(folder: str | Path, size: int, cache_dir: str | Path | None, fra
     cache = None
     if cache_dir is not None:
         cache = Path(cache_dir) / f"corpus_{size}px_stride{stride}_{listing_key(folder, infos, size, stride)}.pt"
-    blob = None
-    if cache is not None and cache.is_file():
-        try:
-            blob = torch.load(cache, weights_only=True)
-        except Exception:  # a damaged cache is rebuilt, never trusted
-            blob = None
+    blob = read_cache(cache)
+    if not isinstance(blob, dict) or "images" not in blob:  # absent, damaged or foreign: decode again
+        blob = None
     from_cache = blob is not None
     if blob is None:
         blob = decode_corpus(folder, infos, size, stride, counts)

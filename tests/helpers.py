@@ -48,6 +48,9 @@ def write_sprites(folder: Path, n: int = N_SPRITES, seed: int = 0, px: int = SPR
 TINY_AE = [
     "device=cpu",
     "data.size=16",
+    "data.mix.dream_world=0",   # the synthetic artworks alone (the default VAE also trains on the corpus)
+    "data.mix.sprite_front=0",
+    "data.mix.sprite_back=0",
     "data.holdout=0.1",
     "model.channels=[8,16]",
     "model.blocks=[1,1]",

@@ -1,5 +1,5 @@
 """The benchmark command (`python -m benchmarks`): it runs end to end at toy size, writes the JSON it
-documents, still runs without diffusers, and configures diffusers' models as the issue's reference."""
+documents, still runs without diffusers, and configures diffusers' models as the reference."""
 from __future__ import annotations
 
 import json

@@ -210,7 +210,6 @@ def test_file_sha256(tmp_path):
     assert file_sha256(path) != hashlib.sha256(data).hexdigest()
 
 
-
 # --- LPIPS needs pretrained weights, never a silent random backbone ----------------------------
 
 def _offline(monkeypatch):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +165,22 @@ def test_download_uses_pokemon_data_env(sprite_dir, tmp_path, monkeypatch, capsy
     run_main(main, ["--out", str(tmp_path / "out"), "--no-corpus"])
     assert len(list((tmp_path / "out").glob("*.png"))) == N_SPRITES
     assert f"copying sprites from {sprite_dir}" in capsys.readouterr().out
+
+
+def test_download_keeps_a_verified_set_without_downloading(sprite_dir, tmp_path, monkeypatch, capsys):
+    """Without --from, a folder that already holds the verified artworks is kept (run_all.sh calls the
+    download again when only the corpus is missing); any other folder is downloaded into."""
+    from sprites import download
+    from sprites.dataset import content_fingerprint
+
+    monkeypatch.delenv("POKEMON_DATA", raising=False)
+    out = tmp_path / "out"
+    shutil.copytree(sprite_dir, out)
+    fetched = []
+    monkeypatch.setattr(download, "from_internet", lambda dest: fetched.append(dest))
+    monkeypatch.setattr(download, "EXPECTED_FINGERPRINT", content_fingerprint(sorted(out.glob("*.png"))))
+    run_main(download.main, ["--out", str(out), "--no-corpus"])
+    assert fetched == [] and "already holds the verified artworks" in capsys.readouterr().out
+    monkeypatch.setattr(download, "EXPECTED_FINGERPRINT", "0" * 64)
+    run_main(download.main, ["--out", str(out), "--no-corpus"])
+    assert fetched == [out]

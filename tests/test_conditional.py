@@ -172,7 +172,7 @@ def test_report_type_grid_has_one_row_per_type(cond_run, tmp_path):
     from reports import compare
 
     loaded = load_diffusion(cond_run["run_dir"] / "diffusion.pt", "cpu")
-    info = compare.type_grid(loaded, 2, 0, tmp_path / "types.png", torch.device("cpu"))
+    info = compare.type_grid(loaded, 2, 0, tmp_path / "types.png")
     assert info["types"] == list(TYPES) and info["guidance"] == cond_run["cfg"].cond.guidance
     grid = Image.open(tmp_path / "types.png")
     assert grid.size == (2 + compare.TYPE_ROW * 18, 2 + len(TYPES) * 18)  # 16 px tiles, 2 px padding

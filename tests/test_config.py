@@ -176,20 +176,24 @@ def test_empty_pokemon_data_is_ignored(monkeypatch):
     assert load_config(AEConfig, None, []).data.root == "data/pokemon"
 
 
-@pytest.mark.parametrize("name", ["ae.yaml", "ae_full.yaml"])
-def test_shipped_configs_load(name):
-    path = REPO / "configs" / name
-    if not path.is_file():
-        pytest.skip(f"configs/{name} is not present")
-    cfg = load_config(AEConfig, path, [])
+SHIPPED = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
+
+
+def test_every_shipped_config_is_tested():
+    assert {"ae.yaml", "ae_full.yaml", "ldm.yaml", "ldm_corpus.yaml", "ldm_full.yaml", "ldm_long.yaml",
+            "ldm_types.yaml", "pixel.yaml", "pixel32.yaml", "pixel_full.yaml", "pokenet.yaml"} == set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n.startswith("ae")])
+def test_shipped_ae_configs_load(name):
+    cfg = load_config(AEConfig, REPO / "configs" / name, [])
     assert isinstance(cfg, AEConfig)
     f = 2 ** (len(cfg.model.channels) - 1)
     assert cfg.data.size % f == 0
     assert cfg.train.epochs > 0
 
 
-@pytest.mark.parametrize("name", ["ldm.yaml", "ldm_full.yaml", "ldm_types.yaml", "pixel.yaml", "pixel_full.yaml",
-                                  "pixel32.yaml"])
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n.startswith(("ldm", "pixel"))])
 def test_shipped_diffusion_configs_load(name):
     from diffusion.config import DiffusionConfig
     from diffusion.train import build_schedule
@@ -197,10 +201,17 @@ def test_shipped_diffusion_configs_load(name):
     cfg = load_config(DiffusionConfig, REPO / "configs" / name, [])
     assert cfg.space == ("pixel" if name.startswith("pixel") else "latent")
     assert cfg.schedule.T == (100 if name == "pixel32.yaml" else 1000) and cfg.train.epochs > 0
-    assert (cfg.cond.labels == "type1") == (name == "ldm_types.yaml")
+    assert (cfg.cond.labels == "type1") == (name in ("ldm_types.yaml", "ldm_corpus.yaml", "ldm_long.yaml"))
     # Every shipped schedule ends in N(0, I) (the seed's T = 100 only with the endpoints scaled).
     diagnostics = build_schedule(cfg).check_ends_in_noise()
     assert diagnostics["alpha_bar_T"] < 1e-4
+
+
+def test_shipped_pokenet_config_loads():
+    from reports.pokenet import PokeNetConfig
+
+    cfg = load_config(PokeNetConfig, REPO / "configs" / "pokenet.yaml", [])
+    assert cfg.train.steps > 0 and cfg.data.mix.artwork > 0
 
 
 def test_pixel32_is_the_seed_setting_of_pixel_yaml():

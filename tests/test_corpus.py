@@ -409,3 +409,11 @@ def test_download_command_gets_the_corpus_beside_the_artworks(numbered_sprites, 
     out = capsys.readouterr().out
     assert "corpus ready" in out and "decoded: " in out and "sprite_front" in out
     assert list((tmp_path / "data" / "cache").glob("corpus_64px_*.pt"))
+
+
+def test_shiny_sprites_can_be_left_out(numbered_sprites, corpus_dir, tmp_path):
+    every = load_data(mixed_config(numbered_sprites, corpus_dir, tmp_path / "cache", "data.mix.sprite_front=1"))
+    plain = load_data(mixed_config(numbered_sprites, corpus_dir, tmp_path / "cache", "data.mix.sprite_front=1",
+                                   "data.shiny=false"))
+    assert every.shiny.any() and not plain.shiny.any()
+    assert len(plain.images) == len(every.images) - int(every.shiny.sum())

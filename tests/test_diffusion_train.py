@@ -411,3 +411,12 @@ def test_cli_bad_gif_n_is_a_user_error(pixel_run, tmp_path, capsys, gif_n):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "--gif-n" in err[0]
+
+
+def test_a_step_budget_stops_the_run_and_spans_the_schedule(sprite_dir, tmp_path):
+    cfg = _diffusion_config(sprite_dir, tmp_path / "cache", "train.epochs=50", "train.max_steps=7")
+    result = _train(cfg, tmp_path / "run")
+    assert result["steps"] == 7 and len(_logged_losses(Path(result["run_dir"]))) == 7
+    assert "step budget of 7 reached after 7 steps" in (Path(result["run_dir"]) / "log.txt").read_text()
+    with pytest.raises(UserError, match="max_steps"):
+        _diffusion_config(sprite_dir, tmp_path / "cache", "train.max_steps=-1")

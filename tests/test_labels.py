@@ -133,3 +133,35 @@ def test_real_table_labels_805_of_919_images():
     by_name = dict(zip(names, labels.tolist()))
     assert by_name["6-mega-x"] == parse_type("Fire") and table["6-mega-x"] == ("Fire", "Dragon")
     assert by_name["25-belle"] == NULL_LABEL and by_name["722"] == NULL_LABEL
+
+
+# --- sampling requests: types and styles (diffusion/labels.py) ------------------------------------------
+
+def test_requested_labels_per_type_and_style():
+    from diffusion.labels import NULL_STYLE, label_name, parse_style, requested
+
+    labels, rows = requested(["Fire", "water"], ["all"], True, True, 2)
+    assert len(labels) == 2 * 4 * 2 and rows[0] == "Fire, artwork" and rows[-1] == "Water, sprite_back"
+    assert labels.type.tolist()[:4] == [6, 6, 6, 6] and labels.style.tolist()[:4] == [0, 0, 1, 1]
+    labels, rows = requested(None, None, False, True, 3)  # a style model draws artworks by default
+    assert labels.type is None and labels.style.tolist() == [0, 0, 0] and rows == ["artwork"]
+    assert requested(None, None, False, False, 3) == (None, [])
+    assert parse_style("Dream World") == 1 and parse_style("sprite-back") == 3
+    with pytest.raises(UserError, match="artwork, dream_world, sprite_front, sprite_back"):
+        parse_style("oil")
+    with pytest.raises(UserError, match="without style labels"):
+        requested(None, ["artwork"], True, False, 1)
+    with pytest.raises(UserError, match="without type labels"):
+        requested(["Fire"], None, False, True, 1)
+    null = labels.null()
+    assert (null.style == NULL_STYLE).all() and label_name(null, 0) == "no style"
+
+
+def test_corpus_images_take_their_species_row_when_the_form_has_none():
+    from sprites.labels import lookup_names
+
+    table = {"6": ("Fire", "Flying"), "6-mega-x": ("Fire", "Dragon"), "386-attack": ("Psychic", None)}
+    names = lookup_names(["6", "6-mega-x", "3f", "201-a", "386-attack", "6f"], torch.tensor([0, 0, 2, 2, 2, 0]),
+                         torch.tensor([6, 6, 3, 201, 386, 6]), table)
+    # artworks (source 0) exactly by stem; corpus images by stem, else by Pokedex number
+    assert names == ["6", "6-mega-x", "3", "201", "386-attack", "6f"]

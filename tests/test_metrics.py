@@ -226,3 +226,31 @@ def test_command_prints_the_creature_measures_with_a_pokenet(tmp_path):
         assert row["c2st"] is None or 0 <= row["c2st"] <= 1
     assert 0 <= creature["samples"]["c2st"] <= 1  # 12 samples against the training artworks
     assert "creature measures" in proc.stdout and "tiles shuffled" in proc.stdout
+
+
+def test_memorisation_against_every_source_catches_a_copied_game_sprite(tmp_path):
+    """Samples that copy corpus frames are memorised against every source, not against the artworks;
+    precomputed mirrored features give the same answer as the images themselves."""
+    from types import SimpleNamespace
+
+    from sprites.corpus import load_corpus
+    from sprites.dataset import load_sprites
+    from tests.helpers import write_corpus, write_sprites
+
+    art, corpus_dir = tmp_path / "art", write_corpus(tmp_path / "corpus")
+    write_sprites(art, px=32)
+    sprites = load_sprites(art, 32, tmp_path / "cache", 0.25, 0)
+    holdout = to_unit_range(sprites.holdout())
+    corpus = load_corpus(corpus_dir, 32, tmp_path / "cache")
+    held = torch.isin(corpus.dex, sprites.dex[sprites.holdout_idx])
+    copies = to_unit_range(corpus.images[~held][:8])
+    args = SimpleNamespace(corpus=str(corpus_dir), cache_dir=str(tmp_path / "cache"))
+    every = M.memorisation_all_sources(copies, sprites, holdout, args)
+    assert every["rate"] == 1.0 and all("/" in name for name in every["nearest_train_name"])
+    assert every["references"] == len(sprites.train_idx) + int((~held).sum())
+    only_art = M.memorisation(copies, to_unit_range(sprites.train()), holdout)
+    assert only_art["rate"] < 1.0
+    train = to_unit_range(sprites.train())
+    direct = M.memorisation(copies, train, holdout)
+    via = M.memorisation(copies, None, holdout, train_features=M.mirrored_features(sprites.train()))
+    assert direct["nn_distance"] == pytest.approx(via["nn_distance"]) and direct["rate"] == via["rate"]

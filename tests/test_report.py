@@ -13,6 +13,7 @@ from plumbing.cli import run_main
 from reports import compare
 
 NOTES = "We tried *tiny* models.\n\n- what works: the plumbing\n- next: real runs\n"
+VERDICT = "Tiny models: the *plumbing* works end to end."
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +22,14 @@ def report(tiny_runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "rep"
     notes = out.parent / "notes.md"
     notes.write_text(NOTES)
+    verdict = out.parent / "verdict.md"
+    verdict.write_text(VERDICT)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("POKEMON_DATA", raising=False)
         mp.setenv("TORCH_HOME", str(out.parent / "torch_home"))  # no Inception weights: FID not computed
         mp.setattr(compare, "SWD_PATCHES", 1024)  # 8192 by default; fewer keep the test fast
         compare.main(["--ldm", str(tiny_runs["ldm"]), "--pixel", str(tiny_runs["pixel"]), "--out", str(out),
-                      "--n", "6", "--steps", "3", "--notes", str(notes), "--device", "cpu"])
+                      "--n", "6", "--steps", "3", "--notes", str(notes), "--verdict", str(verdict), "--device", "cpu"])
     return {"out": out, "md": (out / "report.md").read_text(), "json": json.loads((out / "report.json").read_text())}
 
 
@@ -90,8 +93,10 @@ def test_cost_table_and_equal_compute_read_the_runs(report, tiny_runs):
     assert "## The forward process ends in N(0, I)" in md and "| latents | z0 |" in md and "| pixels | R |" in md
 
 
-def test_notes_are_included_verbatim(report):
+def test_notes_and_verdict_are_included_verbatim(report):
     assert "## Discussion\n\n" + NOTES in report["md"]
+    title, _, rest = report["md"].partition("\n## ")
+    assert VERDICT in title and VERDICT not in rest
     assert "not written" not in report["md"]
 
 
