@@ -24,8 +24,10 @@ import dataclasses
 import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
+from PIL import Image
 
 from diffusion.config import DiffusionConfig
 from diffusion.model import build_schedule
@@ -94,8 +96,6 @@ def chain_pictures(schedule, x0, decode, gen, out: Path, stem: str, frames: int 
     save_gif(gif_frames, out / f"{stem}.gif", seconds_per_frame=0.1, hold_last=1.0)
     # Strip: one column per t, one row per sprite.
     cols = torch.stack([decode(states[t]) for t in strip_t], dim=1)  # [N, steps, 3, H, W]
-    from PIL import Image
-
     Image.fromarray(grid_array(cols.flatten(0, 1), nrow=len(strip_t), upscale=upscale)).save(out / f"{stem}.png")
 
 
@@ -140,10 +140,8 @@ def latent_proof(schedule: LinearSchedule, space: LatentSpace, x0: torch.Tensor,
 def plot_densities(before: torch.Tensor, after: torch.Tensor, names: list[str], colors: list[str], title: str,
                    path: Path, stats: dict) -> None:
     """Two panels: per-channel value densities of x_0 and of x_T, with the N(0, 1) density."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after choosing the file-only backend
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), dpi=110)
     grid = np.linspace(-4.5, 4.5, 400)

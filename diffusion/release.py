@@ -137,8 +137,9 @@ def model_card(meta: dict, notes: str | None) -> str:
     """MODEL_CARD.md: the facts of config.json in words, then the --card notes."""
     ldm, ae = meta["ldm"], meta["ae"]
     lm, am = ldm["metrics"], ae["metrics"]
-    mix = ldm["config"]["data"]["mix"]
-    sources = ", ".join(f"{k} {v:g}" for k, v in mix.items() if v > 0)
+    def sources(cfg: dict) -> str:
+        return ", ".join(f"{k} {v:g}" for k, v in cfg["data"]["mix"].items() if v > 0)
+
     labels = ldm["labels"]
     conditioned = " and ".join(p for p, on in (("Pokemon type", labels["types"]), ("style", labels["styles"])) if on)
 
@@ -159,11 +160,11 @@ def model_card(meta: dict, notes: str | None) -> str:
         f"Sizes: {meta['sizes']['total_mb']:.2f} MB together. Against the float32 training weights ({meta['fidelity']['n']} "
         f"DDIM-50 samples, float32 compute): {describe(meta['fidelity']['both'])}.", "",
         "## Training", "",
-        f"- **Data**: {sources} (shares of a batch; `data.mix`); the held-out Pokedex numbers of the split are "
-        "never trained on. Data fingerprint (sprites/mixture.py): "
+        f"- **Data**: {sources(ldm['config'])} (shares of a batch; `data.mix`); the held-out Pokedex numbers of "
+        "the split are never trained on. Data fingerprint (sprites/mixture.py): "
         f"`{(ldm.get('data_fingerprint') or '?')[:16]}...`.",
         f"- **Stage 1 (VAE)**: {am.get('steps', '?')} steps in {am.get('train_seconds', 0) / 60:.1f} min on "
-        f"{machine(am)}; held-out artwork PSNR {am.get('psnr_db', float('nan')):.2f} dB.",
+        f"{machine(am)} on {sources(ae['config'])}; held-out artwork PSNR {am.get('psnr_db', float('nan')):.2f} dB.",
         f"- **Stage 2 (DDPM)**: {lm.get('steps', '?')} steps of {ldm['config']['train']['batch_size']} in "
         f"{lm.get('train_seconds', 0) / 60:.1f} min on {machine(lm)} ({lm.get('train_img_per_s', '?')} img/s), "
         f"EMA {ldm['config']['train']['ema_decay']}" + (f"; conditioned on the {conditioned} (classifier-free "

@@ -25,8 +25,8 @@ def schedule_position(step: int, total_steps: int, seconds: float, budget_minute
     """The step the learning-rate schedule stands at: the step itself, or with a time budget the
     share of the budget used times the total steps, whichever is further (the cosine is compressed
     to end within the budget). Without a budget it is a pure function of the step, which is what
-    makes a resumed run exact; with one it follows the wall clock (`seconds`: training time over all
-    sessions of a resumed run)."""
+    makes a resumed run exact; with one it follows the wall clock (`seconds`: training time over all the
+    starts of a resumed run)."""
     if budget_minutes <= 0:
         return step
     return max(step, int(total_steps * seconds / (budget_minutes * 60)))

@@ -15,7 +15,7 @@ A state checkpoint, RUN_DIR/state-<step>.pt, holds everything the next optimiser
 so on CPU a run killed at any step and resumed ends with weights bitwise identical to an
 uninterrupted run (tests/test_resume.py). The learning rate is a pure function of the step unless a
 time budget (`train.max_minutes`) compresses the schedule by wall time; then the budget counts the
-training time of all sessions together (the state stores it) and the run is not reproducible
+training time of every start of the run together (the state stores it) and the run is not reproducible
 bitwise, interrupted or not.
 
 State checkpoints are written every `train.ckpt_every` steps and when SIGINT or SIGTERM arrives
@@ -62,15 +62,15 @@ class Progress:
     epoch: int = 0                   # epoch of the next step
     batch: int = 0                   # batches of that epoch done: where its data order continues
     history: dict[str, list[float]] = field(default_factory=dict)  # per-step losses, for loss.png
-    seconds_before: float = 0.0      # training time of earlier sessions
-    started: float = field(default_factory=time.time)  # when this session's training began
+    seconds_before: float = 0.0      # training time of the earlier starts of the run
+    started: float = field(default_factory=time.time)  # when this start of the run began training
 
     def start_clock(self) -> None:
-        """Mark the start of this session's training loop."""
+        """Mark the start of this process's training loop."""
         self.started = time.time()
 
     def seconds(self) -> float:
-        """Training time so far, over every session (what a time budget counts)."""
+        """Training time so far, over every start of the run (what a time budget counts)."""
         return self.seconds_before + time.time() - self.started
 
     def done_step(self) -> None:

@@ -107,7 +107,7 @@ def write_json(obj: dict, path: Path) -> None:
 
 def training_metrics(steps: int, batch_size: int, steps_per_epoch: int, seconds: float, parameters: int,
                      device, bf16: bool) -> dict:
-    """The metrics.json entries every trainer reports: training time (over all sessions of a
+    """The metrics.json entries every trainer reports: training time (over every start of a
     resumed run), throughput, steps, epochs, model size, precision, and the machine (so that a
     report can tell whether two runs shared one)."""
     return {

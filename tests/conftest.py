@@ -74,7 +74,7 @@ def no_lpips(monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_runs(sprite_dir, tmp_path_factory) -> dict:
-    """One tiny AE, latent DDPM and pixel DDPM on the synthetic sprites, trained once per session for
+    """One tiny AE, latent DDPM and pixel DDPM on the synthetic sprites, trained once per test run for
     the report and release tests. Six of the 24 sprites are held out, enough for the metrics."""
     import autoencoder.train as ae_train
     from autoencoder.config import AEConfig

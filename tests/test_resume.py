@@ -107,7 +107,7 @@ def test_ae_killed_and_resumed_is_bitwise_identical(ae_reference, sprite_dir, tm
     ae_train.main(["--resume", str(run)])
     log = (run / "log.txt").read_text()
     assert "resumed from" in log and "state-00000006.pt at step 6 (epoch 1, batch 1)" in log
-    # the resumed session trained steps 7-10 only, with the data, noise and learning rate of the first time
+    # the resumed process trained steps 7-10 only, with the data, noise and learning rate of the first time
     assert _logged_steps(run) == list(range(1, KILL_AT + 1)) + list(range(7, 11))
     # identical losses and learning rates, to the printed digit
     assert _step_lines(run)[KILL_AT:] == _step_lines(ae_reference)[6:]
