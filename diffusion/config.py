@@ -66,8 +66,9 @@ class TrainConfig:
                                      # bitwise repeatable either way
     augment: float = 0.0             # non-leaking augmentation (diffusion/augment.py): the probability of each
                                      # transform; 0: off
-    init: Optional[str] = None       # start from this trained diffusion checkpoint's EMA weights (fine-tuning;
-                                     # a latent model keeps its AE; space and U-Net must match)
+    init: Optional[str] = None       # start from the EMA weights of a release, a run folder or a diffusion.pt
+                                     # (fine-tuning; a stopped run: its newest state-*.pt); a latent model
+                                     # keeps its AE; space and U-Net must match
 
 
 @dataclass

@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import math
 import time
+from pathlib import Path
 
 import torch
 
@@ -33,11 +34,11 @@ from diffusion.config import DiffusionConfig
 from diffusion.guidance import dropped
 from diffusion.labels import Labels, training_labels
 from diffusion.model import build_schedule, build_unet, make_denoiser, num_styles, num_types, predict_x0
-from diffusion.pipeline import read_diffusion
+from diffusion.pipeline import is_release, read_diffusion
 from diffusion.sampling import ddim_sample
 from diffusion.schedule import LinearSchedule
 from diffusion.space import latent_cache, training_space
-from plumbing.checkpoint import FORMAT_VERSION, cpu_state_dict
+from plumbing.checkpoint import FORMAT_VERSION, cpu_state_dict, load_checkpoint
 from plumbing.cli import UserError, run_main, user_path
 from plumbing.config import load_config, to_dict
 from plumbing.device import bf16_pays, precision_note, seed_everything, to_device
@@ -45,7 +46,7 @@ from plumbing.distributed import start_processes
 from plumbing.optim import EMA, scheduled_lr, set_learning_rate
 from plumbing.pictures import save_grid
 from plumbing.resume import (RESUMABLE_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint,
-                             open_resume, resume_config)
+                             open_resume, resume_config, state_files)
 from plumbing.runs import RunLog, TrainingBar, finish_run, open_run_dir, training_metrics
 from sprites.config import SOURCES
 from sprites.labels import TYPES, label_counts
@@ -119,12 +120,26 @@ def sample_grid(model, schedule, space, cfg: DiffusionConfig, device, use_bf16: 
     return space.decode(x).cpu()
 
 
+def init_model(path: str) -> dict:
+    """{"config", "ema", "ae"} of train.init: a release, a diffusion.pt, a finished run folder, or a
+    stopped one (no diffusion.pt yet: the EMA weights of its newest training state, state-<step>.pt)."""
+    folder = Path(path)
+    if folder.is_dir() and not (folder / CHECKPOINT_NAME).is_file() and not is_release(folder):
+        states = state_files(folder)
+        if not states:
+            raise UserError(f"train.init={path} holds neither {CHECKPOINT_NAME} nor a training state (state-*.pt); "
+                            "pass a release, a run folder or a diffusion.pt")
+        state = load_checkpoint(states[-1], kind=STATE_KIND)
+        return {"config": state["config"], "ema": state["ema"]["shadow"], "ae": state["ae"]}
+    return read_diffusion(path)
+
+
 def starting_point(cfg: DiffusionConfig) -> tuple[dict | None, dict | None]:
     """(EMA weights, AE record) of the model a fine-tuning run starts from (train.init), else (None, None).
     Its space and network must be the config's (INIT_KEYS)."""
     if not cfg.train.init:
         return None, None
-    init = read_diffusion(cfg.train.init)
+    init = init_model(cfg.train.init)
     mine, theirs = to_dict(cfg), init["config"]
     if (mine["train"]["augment"] > 0) != (theirs["train"]["augment"] > 0):
         raise UserError(f"train.init={cfg.train.init} was trained with train.augment={theirs['train']['augment']}; "

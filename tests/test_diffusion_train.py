@@ -420,3 +420,22 @@ def test_a_step_budget_stops_the_run_and_spans_the_schedule(sprite_dir, tmp_path
     assert "step budget of 7 reached after 7 steps" in (Path(result["run_dir"]) / "log.txt").read_text()
     with pytest.raises(UserError, match="max_steps"):
         _diffusion_config(sprite_dir, tmp_path / "cache", "train.max_steps=-1")
+
+
+def test_fine_tuning_starts_from_a_stopped_run(sprite_dir, tmp_path):
+    """train.init=RUN where RUN stopped before its diffusion.pt: the EMA weights of its newest training
+    state; a folder with neither is a one-line error."""
+    cache = tmp_path / "cache"
+    _train(_diffusion_config(sprite_dir, cache, "train.epochs=1", "train.ckpt_every=2"), tmp_path / "first")
+    (tmp_path / "first" / "diffusion.pt").unlink()  # as if stopped after its last state checkpoint
+    newest = sorted((tmp_path / "first").glob("state-*.pt"))[-1]
+    start = load_checkpoint(newest)["ema"]["shadow"]
+    cfg = _diffusion_config(sprite_dir, cache, "train.epochs=1", f"train.init={tmp_path / 'first'}",
+                            "train.lr=1e-12", "train.ema_decay=0")
+    _train(cfg, tmp_path / "ft")
+    tuned = load_checkpoint(tmp_path / "ft" / "diffusion.pt", kind="diffusion")["model"]
+    assert all(torch.allclose(tuned[k], start[k], atol=1e-6) for k in start)
+    assert any(not torch.allclose(start[k], torch.zeros_like(start[k])) for k in start)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="neither diffusion.pt nor a training state"):
+        _train(_diffusion_config(sprite_dir, cache, f"train.init={tmp_path / 'empty'}"), tmp_path / "bad")
