@@ -51,6 +51,7 @@ from plumbing.runs import RunLog, new_run_dir, save_loss_curve, write_json
 from sprites.config import SOURCES, DataConfig, SourceShares
 from sprites.dataset import load_sprites, to_unit_range
 from sprites.mixture import MixtureBatches, load_data
+from sprites.pokeapi import LAST_DEX
 
 SHIPPED_DIR = Path("checkpoints/pokenet")
 SHIPPED_NAME = "pokenet.pt"
@@ -208,6 +209,9 @@ def classifier_data(d: PokeNetData) -> ClassifierData:
     train = torch.nonzero(~is_val).flatten()
     val_idx = torch.nonzero(is_val).flatten()
     corpus_species = set(data.dex[~art].tolist())
+    if max(corpus_species) > LAST_DEX:
+        raise UserError(f"the corpus shows Pokedex number {max(corpus_species)}, above sprites.pokeapi.LAST_DEX = "
+                        f"{LAST_DEX}; update LAST_DEX for this corpus")
     val_labels = torch.tensor([int(labels[i]) if int(data.dex[i]) in corpus_species else -1 for i in val_idx.tolist()])
     return ClassifierData(data.images[train], labels[train], data.source[train], classes, data.images[val_idx],
                           val_labels, [data.names[i] for i in val_idx.tolist()],
@@ -367,7 +371,9 @@ def validation_artworks(ckpt: dict, root: str, size: int = 64, cache_dir: str | 
                         "the 919 artworks")
     idx = torch.tensor([position[n] for n in ckpt["validation_names"]])
     index = {dex: i for i, dex in enumerate(ckpt["classes"])}
-    labels = torch.tensor([index.get(int(art.dex[i]), -1) for i in idx.tolist()])
+    # scored where the corpus shows the species (its numbers 1-LAST_DEX), as in classifier_data
+    labels = torch.tensor([index.get(int(art.dex[i]), -1) if int(art.dex[i]) <= LAST_DEX else -1
+                           for i in idx.tolist()])
     return art.images[idx], labels
 
 

