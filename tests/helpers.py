@@ -109,7 +109,7 @@ def lpips_unavailable(net: str = "alex"):
 def offline_training():
     """The conditions of in-process training in the tests: no POKEMON_DATA from the environment and
     LPIPS weights that are unavailable. A context manager (yielding its MonkeyPatch for more patches),
-    so that module- and session-scoped fixtures can use it too."""
+    so that fixtures shared by a module or by the whole test run can use it too."""
     import pytest
 
     import autoencoder.train as ae_train
