@@ -70,9 +70,14 @@ def guided_x0(model: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tens
     Both predictions come from ONE forward pass over a batch of 2B: the first half carries the
     labels, the second half the null labels. Rows whose labels are already null get
     x0_cond = x0_uncond, hence x0_guided = x0_uncond for any scale.
-    With labels None (an unconditional request) this is simply model(x_t, t).
+    With labels None (an unconditional request) this is simply model(x_t, t); scale 1 is x0_cond
+    and scale 0 is x0_uncond, each one pass over the B rows (half the cost).
     """
     if labels is None:
         return model(x, t)
+    if scale == 1.0:
+        return model(x, t, labels)
+    if scale == 0.0:
+        return model(x, t, labels.null())
     x0_cond, x0_uncond = model(torch.cat([x, x]), torch.cat([t, t]), labels.cat(labels.null())).chunk(2)
     return x0_uncond + scale * (x0_cond - x0_uncond)

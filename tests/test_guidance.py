@@ -116,6 +116,23 @@ def test_one_batched_forward_pass(unet, batch):
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("scale, null", [(1.0, False), (0.0, True)])
+def test_scales_1_and_0_take_one_pass_over_the_batch(unet, batch, scale, null):
+    x, t, y = batch
+    calls = []
+
+    def model(*args):
+        calls.append(args)
+        return unet(*args)
+
+    out = guided_x0(model, x, t, y, scale)
+    assert len(calls) == 1 and calls[0][0].shape[0] == len(x)
+    want = y.null() if null else y
+    assert torch.equal(calls[0][2].type, want.type) and torch.equal(calls[0][2].style, want.style)
+    assert torch.equal(out, unet(x, t, want))
+
+
+@torch.no_grad()
 def test_unconditional_model_without_labels():
     torch.manual_seed(0)
     net = UNet(in_channels=3, channels=[8, 16], blocks=1, attention_levels=[], dropout=0.0).eval()
