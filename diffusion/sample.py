@@ -52,8 +52,9 @@ def parse_args(argv: list[str]):
     p.add_argument("--style", action="append", default=None, dest="styles",
                    help="style to sample (style-conditional models: artwork, dream_world, sprite_front, sprite_back; "
                         "default artwork); repeat it, or 'all' for one row of --n per style")
-    p.add_argument("--guidance", type=float, default=3.0,
-                   help="classifier-free guidance scale (0: unconditional, 1: conditional, >1: stronger; default 3)")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance scale (0: unconditional, 1: conditional, >1: stronger; default 1, "
+                        "docs/results.md measures 1 against 3)")
     p.add_argument("--device", default="auto")
     return p.parse_args(argv)
 
