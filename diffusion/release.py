@@ -168,7 +168,9 @@ def model_card(meta: dict, notes: str | None) -> str:
         f"- **Stage 2 (DDPM)**: {lm.get('steps', '?')} steps of {ldm['config']['train']['batch_size']} in "
         f"{lm.get('train_seconds', 0) / 60:.1f} min on {machine(lm)} ({lm.get('train_img_per_s', '?')} img/s), "
         f"EMA {ldm['config']['train']['ema_decay']}" + (f"; conditioned on the {conditioned} (classifier-free "
-                                                          "guidance)" if conditioned else "") + ".",
+                                                          "guidance)" if conditioned else "")
+        + (f"; fine-tuned from `{ldm['config']['train']['init']}` (these figures are the fine-tuning's)"
+           if ldm["config"]["train"].get("init") else "") + ".",
         f"- **Sources**: `{ldm['source']}` and `{ae['source']}` (`python -m diffusion.release` made this folder).", "",
     ]
     return "\n".join(facts) + "\n" + (notes.rstrip() + "\n" if notes else "")

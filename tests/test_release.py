@@ -122,6 +122,13 @@ def test_fine_tuning_starts_from_the_release(released, tiny_runs, sprite_dir, tm
         dtrain.train(wrong, str(tmp_path / "bad"))
 
 
+def test_model_card_says_what_a_fine_tuned_model_started_from(released):
+    meta = json.loads((released / "config.json").read_text())
+    assert "fine-tuned from" not in release.model_card(meta, None)
+    meta["ldm"]["config"]["train"]["init"] = "checkpoints/long-run"
+    assert "fine-tuned from `checkpoints/long-run`" in release.model_card(meta, None)
+
+
 def test_no_checkpoint_at_all_is_a_user_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         run_main(dsample.main, ["--out", str(tmp_path / "s")])
