@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from diffusion.config import DiffusionConfig
+from diffusion.guidance import DEFAULT_GUIDANCE
 from diffusion.labels import Labels, requested
 from diffusion.model import build_schedule, build_unet, make_denoiser, num_styles, num_types
 from diffusion.sampling import ddim_sample, ddpm_sample
@@ -60,7 +61,7 @@ class Pipeline:
         """The labels of n samples per requested (type, style) and the row names (diffusion/labels.py)."""
         return requested(types, styles, self.conditional["type"], self.conditional["style"], n)
 
-    def generate(self, n: int, seed: int = 0, labels: Labels | None = None, guidance: float = 1.0,
+    def generate(self, n: int, seed: int = 0, labels: Labels | None = None, guidance: float = DEFAULT_GUIDANCE,
                  sampler: str = "ddim", steps: int = 50, eta: float = 0.0, frames: int = 0, bf16: bool | None = None,
                  progress=None) -> tuple[torch.Tensor, list, float]:
         """(n samples decoded to pixels in [-1, 1] on the CPU, recorded [(t, x_t)], seconds incl. decoding).
@@ -87,7 +88,7 @@ class Pipeline:
         return images, recorded, time.time() - start
 
     def __call__(self, n: int = 8, seed: int = 0, type: str | None = None, style: str | None = None,
-                 guidance: float = 1.0, sampler: str = "ddim", steps: int = 50) -> list[Image.Image]:
+                 guidance: float = DEFAULT_GUIDANCE, sampler: str = "ddim", steps: int = 50) -> list[Image.Image]:
         """n samples as PIL images. `type` (e.g. "Fire") and `style` (artwork, dream_world, sprite_front,
         sprite_back) need a model trained with those labels; a style-conditional model draws artworks
         unless told otherwise."""
@@ -96,7 +97,8 @@ class Pipeline:
         return [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in to_uint8(images)]
 
     def reverse_process(self, n: int = 16, seed: int = 0, frames: int = 40, nrow: int = 4, type: str | None = None,
-                        style: str | None = None, guidance: float = 1.0, steps: int = 50) -> list[np.ndarray]:
+                        style: str | None = None, guidance: float = DEFAULT_GUIDANCE,
+                        steps: int = 50) -> list[np.ndarray]:
         """The reverse process of n samples: `frames` uint8 grids (H x W x 3), each recorded x_t decoded,
         from x_T to x_0 (what `python -m diffusion.sample --gif` writes as reverse.gif)."""
         labels, _ = self.labels([type] if type else None, [style] if style else None, n)

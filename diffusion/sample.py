@@ -24,6 +24,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from diffusion.guidance import DEFAULT_GUIDANCE
 from diffusion.pipeline import default_checkpoint, load_pipeline
 from diffusion.sampling import ddim_timesteps
 from plumbing.cli import UserError, run_main, user_path
@@ -52,9 +53,9 @@ def parse_args(argv: list[str]):
     p.add_argument("--style", action="append", default=None, dest="styles",
                    help="style to sample (style-conditional models: artwork, dream_world, sprite_front, sprite_back; "
                         "default artwork); repeat it, or 'all' for one row of --n per style")
-    p.add_argument("--guidance", type=float, default=1.0,
-                   help="classifier-free guidance scale (0: unconditional, 1: conditional, >1: stronger; default 1, "
-                        "docs/results.md measures 1 against 3)")
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                   help="classifier-free guidance scale (0: unconditional, 1: conditional, >1: stronger; "
+                        f"default {DEFAULT_GUIDANCE:g}, docs/results.md measures 1 against 3)")
     p.add_argument("--device", default="auto")
     return p.parse_args(argv)
 

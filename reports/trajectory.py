@@ -27,6 +27,7 @@ import json
 import torch
 from PIL import Image
 
+from diffusion.guidance import DEFAULT_GUIDANCE
 from diffusion.model import make_denoiser
 from diffusion.pipeline import load_pipeline
 from diffusion.sampling import Denoiser, ddim_sample, ddim_timesteps, frame_steps
@@ -67,8 +68,9 @@ def parse_args(argv: list[str]):
     p.add_argument("--rows", type=int, default=8, help="recorded steps, one row each (default 8)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     p.add_argument("--seed", type=int, default=1, help="sampling seed (default 1, the seed of the metric sets)")
-    p.add_argument("--guidance", type=float, default=1.0,
-                   help="guidance scale for a style-conditional model's default style, as diffusion.sample (default 1)")
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                   help="guidance scale for a style-conditional model's default style, as diffusion.sample "
+                        f"(default {DEFAULT_GUIDANCE:g})")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="trajectory", help="output folder (default: trajectory/)")
     return p.parse_args(argv)
