@@ -79,7 +79,8 @@ class ConditionConfig:
     style: bool = False              # condition on the source: artwork, dream_world, sprite_front, sprite_back
     table: Optional[str] = None      # type table; null: pokemon_stats.csv beside data.root's folder
     drop_prob: float = 0.15          # share of labels replaced by "no label" in training (each kind on its own)
-    guidance: float = 3.0            # guidance scale s of the training-time sample grids
+    guidance: float = 1.0            # guidance scale s of the training-time sample grids: the sampler's
+                                     # default (diffusion.guidance.DEFAULT_GUIDANCE), one pass per step
 
 
 @dataclass

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffusion.guidance import drop_labels, dropped, guided_x0
+from diffusion.config import ConditionConfig
+from diffusion.guidance import DEFAULT_GUIDANCE, drop_labels, dropped, guided_x0
 from diffusion.labels import NULL_STYLE, NULL_TYPE, Labels
 from diffusion.unet import UNet
 
@@ -138,3 +139,8 @@ def test_unconditional_model_without_labels():
     net = UNet(in_channels=3, channels=[8, 16], blocks=1, attention_levels=[], dropout=0.0).eval()
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([5, 50])
     assert torch.equal(guided_x0(net, x, t, None, 5.0), net(x, t))
+
+
+def test_training_grids_use_the_samplers_default_guidance():
+    """A run's sample grids show what `python -m diffusion.sample` draws from it by default."""
+    assert ConditionConfig().guidance == DEFAULT_GUIDANCE
