@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from plumbing.cli import UserError
+from plumbing.config import check_range
+from plumbing.optim import check_schedule
 from sprites.config import DataConfig, SourceShares
 
 
@@ -89,8 +91,9 @@ class AEConfig:
                             "give every reconstruction number")
         if not 0.0 <= self.loss.disc_start < 1.0:
             raise UserError(f"loss.disc_start={self.loss.disc_start} must be a share of training in [0, 1), e.g. 0.55")
-        if self.train.lr <= 0:
-            raise UserError(f"train.lr={self.train.lr} must be positive")
+        check_schedule(self.train)
+        for key in ("l1_weight", "colour_weight", "perceptual_weight", "kl_weight", "disc_weight"):
+            check_range(f"loss.{key}", getattr(self.loss, key), 0)
         if self.train.ckpt_every < 0:
             raise UserError(f"train.ckpt_every={self.train.ckpt_every} must be >= 0 (0: checkpoint only on a stop signal)")
         if self.train.keep_last < 1:

@@ -12,7 +12,6 @@ training-state checkpoints for --resume.
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 from torch.nn import functional as F
@@ -26,12 +25,14 @@ from plumbing.cli import UserError, run_main, user_path
 from plumbing.config import load_config, to_dict
 from plumbing.device import autocast, bf16_pays, precision_note, seed_everything, to_device
 from plumbing.distributed import start_processes
+from plumbing.guard import DivergenceGuard, diverged
 from plumbing.optim import schedule_position, scheduled_lr, set_learning_rate
 from plumbing.pictures import save_grid
 from plumbing.resume import (RESUMABLE_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint,
                              open_resume, resume_config)
 from plumbing.runs import RunLog, TrainingBar, finish_run, open_run_dir, training_metrics
 from sprites.dataset import pixel_batch, to_unit_range
+from sprites.config import check_own_images, own_images
 from sprites.mixture import drawn_sample, load_data, source_counts, training_batches
 
 CHECKPOINT_NAME = "ae.pt"
@@ -50,15 +51,22 @@ def parse_args(argv: list[str]) -> tuple[AEConfig, str | None, Resumed | None]:
     parser.add_argument("--out", default=None, help="run folder (default: a new folder under checkpoints/)")
     parser.add_argument("--resume", metavar="RUN_DIR", default=None,
                         help="continue the stopped run in RUN_DIR from its newest state checkpoint, with its config")
+    parser.add_argument("--images", metavar="DIR", default=None,
+                        help="train on the images in DIR alone (your own pictures): every corpus source off")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=5")
     args = parser.parse_args(argv)
     # paths the user typed are meant from where the command was run (scripts/env.sh moves to the repository)
     args.config, args.out, args.resume = (str(user_path(a)) if a else None
                                           for a in (args.config, args.out, args.resume))
     if args.resume is None:
-        return load_config(AEConfig, args.config or "configs/ae.yaml", args.overrides), args.out, None
-    if args.config or args.out:
-        raise UserError("--resume continues a run in its own folder with its own config; drop --config and --out")
+        own = own_images(str(user_path(args.images))) if args.images else []
+        cfg = load_config(AEConfig, args.config or "configs/ae.yaml", own + args.overrides)
+        if args.images:
+            check_own_images(cfg.data, args.images)
+        return cfg, args.out, None
+    if args.config or args.out or args.images:
+        raise UserError("--resume continues a run in its own folder with its own config and data; drop --config, "
+                        "--out and --images")
     resumed = open_resume(args.resume, STATE_KIND, COMMAND, CHECKPOINT_NAME)
     return resume_config(AEConfig, resumed, args.overrides, RESUME_KEYS), None, resumed
 
@@ -172,6 +180,8 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
     train_vae = procs.wrap(vae, cfg.train.compile)  # DDP over the processes, torch.compile if asked
 
     total_steps = cfg.train.epochs * len(batches)
+    guard = DivergenceGuard()
+    guard.replay(progress.history["total"])  # a resumed run's guard stands where it stood
     stopped_early = False
     progress.start_clock()
     bar = TrainingBar("AE", total_steps, cfg.train.max_minutes, progress, not procs.is_main)
@@ -210,10 +220,11 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
                 terms = {"total": loss, "l1": l1, "kl": kl, **({"lpips": lp} if lp is not None else {})}
                 # Averaged over the processes: the same numbers on each, for the log and the NaN check.
                 logged = dict(zip(terms, procs.mean(torch.stack(list(terms.values())).detach()).tolist()))
-                if not math.isfinite(logged["total"]):
-                    raise UserError(f"the loss became {logged['total']} at step {progress.step + 1}; lower train.lr "
-                                    f"(now {cfg.train.lr}) or raise train.grad_clip and start a new run (last good "
-                                    f"state checkpoint: {state.last_saved or 'none'})")
+                fired = guard.step(logged["total"])  # a non-finite or diverging loss stops the run (plumbing/guard.py)
+                if fired:
+                    err = diverged(guard, fired, progress.step + 1, logged["total"], run_dir, cfg.train.lr)
+                    log(f"stopped: {err}")
+                    raise err
                 opt.zero_grad(set_to_none=True)
                 loss.backward()  # with DDP: gradients averaged over the processes
                 if cfg.train.grad_clip > 0:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from plumbing.cli import UserError
+from plumbing.config import check_range
+from plumbing.optim import check_schedule
 from sprites.config import DataConfig
 
 
@@ -77,6 +79,7 @@ class ConditionConfig:
     # and the style, i.e. the source of each image (sprites/config.py SOURCES); either, both or none.
     labels: Literal["none", "type1"] = "none"   # "type1": condition on each image's Type 1
     style: bool = False              # condition on the source: artwork, dream_world, sprite_front, sprite_back
+    species: bool = False            # condition on the Pokedex number (sprites/labels.py: 1..721 named by the table)
     table: Optional[str] = None      # type table; null: pokemon_stats.csv beside data.root's folder
     drop_prob: float = 0.15          # share of labels replaced by "no label" in training (each kind on its own)
     guidance: float = 1.0            # guidance scale s of the training-time sample grids: the sampler's
@@ -122,6 +125,13 @@ class DiffusionConfig:
             raise UserError(f"cond.drop_prob={self.cond.drop_prob} must be in [0, 1]")
         if not 0.0 <= self.train.ema_decay < 1.0:
             raise UserError(f"train.ema_decay={self.train.ema_decay} must be in [0, 1)")
+        check_schedule(self.train)
+        check_range("cond.guidance", self.cond.guidance, 0)
+        check_range("sample.eta", self.sample.eta, 0, 1)
+        check_range("model.dropout", self.model.dropout, 0, 1, high_open=True)
+        check_range("schedule.beta_start", self.schedule.beta_start, 0, 1, low_open=True, high_open=True)
+        check_range("schedule.beta_end", self.schedule.beta_end, self.schedule.beta_start, 1, high_open=True)
+        check_range("schedule.T", self.schedule.T, 1)
         if not self.train.log_snr_std > 0:
             raise UserError(f"train.log_snr_std={self.train.log_snr_std} must be positive")
         if self.train.max_steps < 0:

@@ -23,10 +23,17 @@ an affine function of x0_hat, and the x_t term is shared by both predictions, so
 
 Guiding x0 and then converting equals guiding eps.
 
-Each kind of label (type, style: diffusion/labels.py) has its own null class, the U-Net's extra
-embedding row, and is dropped on its own in training, so one network learns the model conditioned
-on both, on either, and on none. Guidance extrapolates from "no label" for every kind the request
-gives towards the requested labels. This module knows nothing about training loops.
+Each kind of label (type, style, species: diffusion/labels.py) has its own null class, the U-Net's
+extra embedding row, and is dropped on its own in training, so one network learns the model
+conditioned on every subset of the kinds. Several labels are guided jointly, not one by one: the
+conditional prediction carries every label of the request and the unconditional one none of them
+(every kind the request gives set to "no label"), so s extrapolates from the unconditional model
+towards the model given all of them at once,
+
+    x0_guided = f(x_t, t, NULL) + s * (f(x_t, t, type, style, species) - f(x_t, t, NULL)).
+
+A kind the request leaves out is "no label" in both halves. This module knows nothing about
+training loops.
 """
 from __future__ import annotations
 
@@ -34,7 +41,7 @@ from typing import Callable
 
 import torch
 
-from diffusion.labels import NULL_STYLE, NULL_TYPE, Labels
+from diffusion.labels import NULL_SPECIES, NULL_STYLE, NULL_TYPE, Labels
 
 # The sampling default: the conditional model itself, one pass per step (docs/results.md measures
 # 1 against 3: 3 is paler and blurrier by every distribution measure, at twice the cost).
@@ -58,9 +65,11 @@ def drop_labels(y: torch.Tensor, p: float, generator: torch.Generator, null_labe
 
 
 def dropped(labels: Labels, p: float, generator: torch.Generator) -> Labels:
-    """`drop_labels` on each kind on its own (types first, then styles, one draw per label each)."""
+    """`drop_labels` on each kind on its own (types first, then styles, then species, one draw per
+    label each)."""
     return Labels(None if labels.type is None else drop_labels(labels.type, p, generator, NULL_TYPE),
-                  None if labels.style is None else drop_labels(labels.style, p, generator, NULL_STYLE))
+                  None if labels.style is None else drop_labels(labels.style, p, generator, NULL_STYLE),
+                  None if labels.species is None else drop_labels(labels.species, p, generator, NULL_SPECIES))
 
 
 def guided_x0(model: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tensor,

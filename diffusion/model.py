@@ -20,7 +20,7 @@ from diffusion.schedule import LinearSchedule
 from diffusion.unet import UNet
 from plumbing.device import autocast
 from sprites.config import SOURCES
-from sprites.labels import TYPES
+from sprites.labels import NUM_SPECIES, TYPES
 
 
 def num_types(cfg: DiffusionConfig) -> int:
@@ -33,6 +33,11 @@ def num_styles(cfg: DiffusionConfig) -> int:
     return len(SOURCES) if cfg.cond.style else 0
 
 
+def num_species(cfg: DiffusionConfig) -> int:
+    """Classes of the species embedding: the Pokedex numbers 1..NUM_SPECIES when species-conditional."""
+    return NUM_SPECIES if cfg.cond.species else 0
+
+
 def build_schedule(cfg: DiffusionConfig) -> LinearSchedule:
     s = cfg.schedule
     return LinearSchedule(s.T, s.beta_start, s.beta_end, s.scale_to_T)
@@ -41,7 +46,7 @@ def build_schedule(cfg: DiffusionConfig) -> LinearSchedule:
 def build_unet(cfg: DiffusionConfig, in_channels: int) -> UNet:
     m = cfg.model
     return UNet(in_channels, m.channels, m.blocks, m.attention_levels, m.dropout, num_types(cfg), num_styles(cfg),
-                m.heads, AUG_DIM if cfg.train.augment > 0 else 0)
+                m.heads, AUG_DIM if cfg.train.augment > 0 else 0, num_species(cfg))
 
 
 def predict_x0(model: UNet, xt: torch.Tensor, t: torch.Tensor, use_bf16: bool,

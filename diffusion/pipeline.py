@@ -5,6 +5,8 @@
     pipe = load_pipeline("checkpoints/release")           # or a run folder, or its diffusion.pt
     images = pipe(n=8, seed=0)                            # 8 PIL images (64x64 RGB)
     images = pipe(n=8, seed=0, type="Fire", style="artwork", guidance=3)   # a conditional model
+    images = pipe(n=8, species="charmander", style="dream_world")          # a species model
+    images = pipe(n=8, fuse=("charmander", "squirtle"), fuse_weight=0.5)   # a fusion of two species
     frames = pipe.reverse_process(n=16, seed=0)           # uint8 grids of x_t decoded, x_T -> x_0
 
 `load_pipeline` takes the shipped release (a folder of safetensors weights with config.json,
@@ -16,6 +18,7 @@ any device: every random draw comes from a CPU generator.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +29,8 @@ from PIL import Image
 
 from diffusion.config import DiffusionConfig
 from diffusion.guidance import DEFAULT_GUIDANCE
-from diffusion.labels import Labels, requested
-from diffusion.model import build_schedule, build_unet, make_denoiser, num_styles, num_types
+from diffusion.labels import Labels, SpeciesKnown, requested
+from diffusion.model import build_schedule, build_unet, make_denoiser, num_species, num_styles, num_types
 from diffusion.sampling import ddim_sample, ddpm_sample
 from diffusion.schedule import LinearSchedule
 from diffusion.space import Space, checkpoint_space
@@ -40,6 +43,8 @@ from plumbing.pictures import grid_array
 from plumbing.runs import RELEASE_CONFIG, newest_run_file, release_dir
 from sprites.dataset import to_uint8
 
+STATE_KIND = "diffusion-state"   # the kind of a training-state checkpoint (diffusion/train.py, plumbing/resume.py)
+
 
 @dataclass
 class Pipeline:
@@ -51,15 +56,19 @@ class Pipeline:
     cfg: DiffusionConfig
     device: torch.device
     source: Path
+    species: SpeciesKnown | None = None   # a species model's table and trained numbers
 
     @property
     def conditional(self) -> dict[str, bool]:
-        """Which labels the model was trained with: {"type": bool, "style": bool}."""
-        return {"type": num_types(self.cfg) > 0, "style": num_styles(self.cfg) > 0}
+        """Which labels the model was trained with: {"type": bool, "style": bool, "species": bool}."""
+        return {"type": num_types(self.cfg) > 0, "style": num_styles(self.cfg) > 0, "species": num_species(self.cfg) > 0}
 
-    def labels(self, types: list[str] | None, styles: list[str] | None, n: int) -> tuple[Labels | None, list[str]]:
-        """The labels of n samples per requested (type, style) and the row names (diffusion/labels.py)."""
-        return requested(types, styles, self.conditional["type"], self.conditional["style"], n)
+    def labels(self, types: list[str] | None, styles: list[str] | None, n: int, species: list[str] | None = None,
+               fusions: list[tuple[str, str, float]] | None = None, seed: int = 0) -> tuple[Labels | None, list[str]]:
+        """The labels of n samples per requested (species, type, style) and the row names (diffusion/labels.py);
+        'random' species are drawn with `seed`."""
+        return requested(types, styles, self.conditional["type"], self.conditional["style"], n, species=species,
+                         fusions=fusions, known=self.species, seed=seed)
 
     def generate(self, n: int, seed: int = 0, labels: Labels | None = None, guidance: float = DEFAULT_GUIDANCE,
                  sampler: str = "ddim", steps: int = 50, eta: float = 0.0, frames: int = 0, bf16: bool | None = None,
@@ -69,8 +78,7 @@ class Pipeline:
         `labels` (len n, or None) conditions the samples (classifier-free guidance with `guidance`);
         `frames` > 0 records that many x_t along the way; `bf16` None uses bf16 autocast where the
         config and the hardware say it pays, False computes in float32."""
-        if sampler == "ddim" and not 1 <= steps <= self.schedule.T:
-            raise UserError(f"--steps {steps} must be between 1 and T={self.schedule.T}")
+        check_request(n, guidance, sampler, steps, eta, self.schedule.T)
         if bf16 is None:  # decided before the clock starts: bf16_pays measures the CPU once per process
             bf16 = self.cfg.train.bf16 and bf16_pays(self.device)
         gen = torch.Generator().manual_seed(seed)
@@ -88,23 +96,52 @@ class Pipeline:
         return images, recorded, time.time() - start
 
     def __call__(self, n: int = 8, seed: int = 0, type: str | None = None, style: str | None = None,
-                 guidance: float = DEFAULT_GUIDANCE, sampler: str = "ddim", steps: int = 50) -> list[Image.Image]:
-        """n samples as PIL images. `type` (e.g. "Fire") and `style` (artwork, dream_world, sprite_front,
-        sprite_back) need a model trained with those labels; a style-conditional model draws artworks
-        unless told otherwise."""
-        labels, _ = self.labels([type] if type else None, [style] if style else None, n)
+                 guidance: float = DEFAULT_GUIDANCE, sampler: str = "ddim", steps: int = 50,
+                 species: str | int | None = None, fuse: tuple[str, str] | None = None,
+                 fuse_weight: float = 0.5) -> list[Image.Image]:
+        """n samples as PIL images. `type` (e.g. "Fire"), `style` (artwork, dream_world, sprite_front,
+        sprite_back) and `species` (a name, a Pokedex number or "random") need a model trained with
+        those labels; `fuse` (two species) draws their fusion, `fuse_weight` of the way to the second.
+        A style-conditional model draws artworks unless told otherwise."""
+        check_request(n, guidance, sampler, steps, 0.0, self.schedule.T)
+        labels, _ = self.labels([type] if type else None, [style] if style else None, n,
+                                [species] if species is not None else None,
+                                [(*fuse, fuse_weight)] if fuse else None, seed)
         images, _, _ = self.generate(n, seed, labels, guidance, sampler, steps)
         return [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in to_uint8(images)]
 
     def reverse_process(self, n: int = 16, seed: int = 0, frames: int = 40, nrow: int = 4, type: str | None = None,
                         style: str | None = None, guidance: float = DEFAULT_GUIDANCE,
-                        steps: int = 50) -> list[np.ndarray]:
+                        steps: int = 50, species: str | int | None = None) -> list[np.ndarray]:
         """The reverse process of n samples: `frames` uint8 grids (H x W x 3), each recorded x_t decoded,
         from x_T to x_0 (what `python -m diffusion.sample --gif` writes as reverse.gif)."""
-        labels, _ = self.labels([type] if type else None, [style] if style else None, n)
+        check_request(n, guidance, "ddim", steps, 0.0, self.schedule.T)
+        labels, _ = self.labels([type] if type else None, [style] if style else None, n,
+                                [species] if species is not None else None, seed=seed)
         _, recorded, _ = self.generate(n, seed, labels, guidance, steps=steps, frames=frames)
         with torch.inference_mode():
             return [grid_array(self.space.decode(xt).cpu(), nrow=min(nrow, n)) for _, xt in recorded]
+
+
+def check_request(n: int, guidance: float, sampler: str, steps: int, eta: float, T: int | None = None,
+                  cli: bool = False) -> None:
+    """The numbers of a sampling request, checked before any work (UserError, a ValueError, naming the fix);
+    the DDIM steps against the schedule's T where it is known. `cli`: name them as the command's flags."""
+    def name(key: str, value) -> str:
+        return f"--{key.replace('_', '-')} {value}" if cli else f"{key}={value!r}"
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UserError(f"{name('n', n)}: the number of samples must be a positive integer")
+    if not math.isfinite(guidance) or guidance < 0:
+        raise UserError(f"{name('guidance', guidance)}: the guidance scale must be a finite number >= 0 "
+                        "(0: unconditional, 1: conditional, above 1: stronger)")
+    if sampler not in ("ddim", "ddpm"):
+        raise UserError(f"{name('sampler', sampler)}: use 'ddim' or 'ddpm'")
+    if sampler == "ddim" and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1
+                              or (T is not None and steps > T)):
+        raise UserError(f"{name('steps', steps)} must be an integer between 1 and T={T or 'the schedule length'}")
+    if not math.isfinite(eta) or not 0 <= eta <= 1:
+        raise UserError(f"{name('eta', eta)}: the DDIM eta must lie in [0, 1] (0: deterministic, 1: as noisy as DDPM)")
 
 
 def is_release(path: Path) -> bool:
@@ -124,10 +161,18 @@ def read_release(folder: Path) -> dict:
 
 
 def read_diffusion(path: str | Path, ae_path: str | None = None) -> dict:
-    """What a trained diffusion model is, from a release folder, a run folder or a diffusion.pt:
-    {"config": dict, "shape": (C, H, W), "ema": EMA weights, "ae": {path, sha256} or None, "path": Path}.
+    """What a trained diffusion model is, from a release folder, a run folder, a diffusion.pt or a
+    training state (state-<step>.pt, its EMA weights):
+    {"config": dict, "shape": (C, H, W), "ema": EMA weights, "ae": {path, sha256} or None, "path": Path,
+    "labels": the label names and species table it records}.
     A release's AE is its ae.safetensors (autoencoder/latents.py reads it with the config beside it)."""
     path = Path(path)
+    if path.is_file() and path.name.startswith("state-"):  # a training state: its EMA weights
+        state = load_checkpoint(path, kind=STATE_KIND, map_location="cpu")
+        cfg, ema = state["config"], state["ema"]["shadow"]
+        size = cfg["data"]["size"]  # pixels; a latent space takes its shape from its AE
+        return {"config": cfg, "shape": (ema["conv_in.weight"].shape[1], size, size), "ema": ema,
+                "ae": state.get("ae"), "path": path, "labels": state.get("labels", {})}
     if is_release(path):
         meta = read_release(path)
         ldm = meta["ldm"]
@@ -135,12 +180,13 @@ def read_diffusion(path: str | Path, ae_path: str | None = None) -> dict:
         if "ae" in meta:
             ae_file = path / meta["ae"]["file"]
             ae = {"path": str(ae_file), "sha256": file_sha256(ae_file)}
-        return {"config": ldm["config"], "shape": tuple(ldm["shape"]), "ema": ldm["weights"], "ae": ae, "path": path}
+        return {"config": ldm["config"], "shape": tuple(ldm["shape"]), "ema": ldm["weights"], "ae": ae, "path": path,
+                "labels": ldm.get("labels", {})}
     if path.is_dir():
         path = path / "diffusion.pt"
     ckpt = load_checkpoint(path, kind="diffusion", map_location="cpu")
     return {"config": ckpt["config"], "shape": tuple(ckpt["space"]["shape"]), "ema": ckpt["ema"],
-            "ae": ckpt.get("ae"), "path": path}
+            "ae": ckpt.get("ae"), "path": path, "labels": ckpt.get("labels", {})}
 
 
 def load_diffusion(path: str | Path, device: torch.device | str = "cpu", ae_path: str | None = None) -> Pipeline:
@@ -153,7 +199,8 @@ def load_diffusion(path: str | Path, device: torch.device | str = "cpu", ae_path
     model = build_unet(cfg, found["shape"][0]).to(device)
     model.load_state_dict({k: v.float() for k, v in found["ema"].items()})
     model.eval().requires_grad_(False)
-    return Pipeline(model, build_schedule(cfg), space, cfg, device, found["path"])
+    return Pipeline(model, build_schedule(cfg), space, cfg, device, found["path"],
+                    SpeciesKnown.from_record(found["labels"]) if num_species(cfg) else None)
 
 
 def load_pipeline(path: str | Path | None = None, device: str = "auto", ae: str | None = None) -> Pipeline:

@@ -4,10 +4,14 @@
     python -m diffusion.sample --type Fire [--type Water ...] --guidance 3.0 ...   (a type-conditional model)
     python -m diffusion.sample --type all --n 8 ...    (one row of n samples per type)
     python -m diffusion.sample --style dream_world ... / --style all    (a style-conditional model)
+    python -m diffusion.sample --species bulbasaur --species 4 --n 8 ...   (a species model: names or numbers)
+    python -m diffusion.sample --species random --n 64 ...   (each sample a species drawn from the trained ones)
+    python -m diffusion.sample --fuse charmander squirtle [--fuse-weight 0.5] ...   (a fusion of two species)
 
-Writes DIR/grid.png (one labelled row per type and style asked for), one PNG per sample
-(DIR/0000.png, ...) and, with --gif, DIR/reverse.gif: the reverse process x_T -> x_0 for a grid of
-samples, each shown x_t decoded to pixels. The same seed gives the same images.
+Writes DIR/grid.png (one labelled row per species, type and style asked for), one PNG per sample
+(DIR/0000.png, ...), DIR/labels.csv (each file's Pokedex number, species, type, style, guidance
+and seed) and, with --gif, DIR/reverse.gif: the reverse process x_T -> x_0 for a grid of samples,
+each shown x_t decoded to pixels. The same seed gives the same images.
 
 Without --ckpt: the newest checkpoints/*/diffusion.pt of a training run (your own training wins),
 and when there is none, as in a fresh clone, the shipped release in checkpoints/release/. It
@@ -19,13 +23,15 @@ otherwise. The Python API behind it is diffusion/pipeline.py.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from PIL import Image
 from tqdm import tqdm
 
 from diffusion.guidance import DEFAULT_GUIDANCE
-from diffusion.pipeline import default_checkpoint, load_pipeline
+from diffusion.labels import write_labels_csv
+from diffusion.pipeline import check_request, default_checkpoint, load_pipeline
 from diffusion.sampling import ddim_timesteps
 from plumbing.cli import UserError, run_main, user_path
 from plumbing.pictures import grid_array, label_rows, save_gif, save_grid, save_image
@@ -53,6 +59,13 @@ def parse_args(argv: list[str]):
     p.add_argument("--style", action="append", default=None, dest="styles",
                    help="style to sample (style-conditional models: artwork, dream_world, sprite_front, sprite_back; "
                         "default artwork); repeat it, or 'all' for one row of --n per style")
+    p.add_argument("--species", action="append", default=None,
+                   help="species to sample (species models): a name in any case or a Pokedex number; repeat it for "
+                        "several, each getting --n samples, or 'random' for --n samples of species drawn at random")
+    p.add_argument("--fuse", nargs=2, action="append", default=None, metavar=("A", "B"),
+                   help="a fusion of two species (species models): their embeddings mixed by --fuse-weight; repeatable")
+    p.add_argument("--fuse-weight", type=float, default=0.5,
+                   help="how far a fusion goes from A to B (0: A, 1: B; default 0.5)")
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
                    help="classifier-free guidance scale (0: unconditional, 1: conditional, >1: stronger; "
                         f"default {DEFAULT_GUIDANCE:g}, docs/results.md measures 1 against 3)")
@@ -63,20 +76,19 @@ def parse_args(argv: list[str]):
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     args.ckpt, args.ae, args.out = (str(user_path(a)) if a else a for a in (args.ckpt, args.ae, args.out))
-    if args.n <= 0:
-        raise UserError(f"--n {args.n}: the number of samples must be positive")
     if args.gif and not 1 <= args.gif_n:
         raise UserError(f"--gif-n {args.gif_n}: the number of samples in the GIF must be positive")
-    if args.eta < 0:
-        raise UserError(f"--eta {args.eta} must be >= 0")
+    check_request(args.n, args.guidance, args.sampler, args.steps, args.eta, cli=True)  # steps: T once loaded
+    if not math.isfinite(args.fuse_weight) or not 0 <= args.fuse_weight <= 1:
+        raise UserError(f"--fuse-weight {args.fuse_weight} must lie in [0, 1] (0: the first species, 1: the second)")
     ckpt = Path(args.ckpt) if args.ckpt else default_checkpoint()
     pipe = load_pipeline(ckpt, args.device, args.ae)
     print(f"sampling {ckpt}" + ("" if args.ckpt else " (no --ckpt: the newest run, else the release)"))
-    if args.sampler == "ddim" and not 1 <= args.steps <= pipe.schedule.T:
-        raise UserError(f"--steps {args.steps} must be between 1 and T={pipe.schedule.T}")
+    check_request(args.n, args.guidance, args.sampler, args.steps, args.eta, pipe.schedule.T, cli=True)
     out = writable_dir(args.out)
 
-    labels, rows = pipe.labels(args.types, args.styles, args.n)
+    fusions = [(a, b, args.fuse_weight) for a, b in args.fuse] if args.fuse else None
+    labels, rows = pipe.labels(args.types, args.styles, args.n, args.species, fusions, args.seed)
     n = len(labels) if labels is not None else args.n
     n_steps = pipe.schedule.T if args.sampler == "ddpm" else len(ddim_timesteps(pipe.schedule.T, args.steps))
     with tqdm(total=n_steps, desc=f"{args.sampler} sampling", unit="step") as bar:
@@ -87,8 +99,10 @@ def main(argv: list[str]) -> None:
         Image.fromarray(label_rows(grid, rows, row_height=images.shape[-2])).save(out / "grid.png")
     else:
         save_grid(images, out / "grid.png")
-    for i, img in enumerate(images):
-        save_image(img, out / f"{i:04d}.png")
+    files = [f"{i:04d}.png" for i in range(n)]
+    for name, img in zip(files, images):
+        save_image(img, out / name)
+    write_labels_csv(out / "labels.csv", files, labels, pipe.species, args.guidance, args.seed)
     what = "" if labels is None else f", {'; '.join(rows)}, guidance {args.guidance}"
     print(f"{n} samples ({args.sampler}, {n_steps} steps, seed {args.seed}{what}) in {seconds:.1f}s -> {out}/grid.png")
     if args.gif:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+from tqdm import tqdm
 
 from autoencoder.latents import encode_posterior, load_autoencoder
 from diffusion.config import DiffusionConfig
@@ -97,8 +98,11 @@ class LatentSpace:
         if isinstance(means, torch.Tensor) and means.shape[:2] == (2, len(images_uint8)):
             self.post_mean = means
             return
-        self.post_mean = torch.stack([encode_posterior(self.vae, images_uint8, batch_size, self.device, flip=flip)[0]
-                                      for flip in (False, True)])  # [2 (plain, mirrored), N, C, h, w]
+        with tqdm(total=2 * len(images_uint8), desc="encoding latents (each image and its mirror image)",
+                  unit="img", disable=len(images_uint8) < 2048) as bar:  # a large set takes minutes
+            self.post_mean = torch.stack([encode_posterior(self.vae, images_uint8, batch_size, self.device, flip=flip,
+                                                           progress=bar)[0]
+                                          for flip in (False, True)])  # [2 (plain, mirrored), N, C, h, w]
         if cache is not None:
             save_atomic(self.post_mean, cache)
 

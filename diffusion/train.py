@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import math
 import time
 from pathlib import Path
 
@@ -32,9 +31,9 @@ import torch
 from diffusion.augment import augment
 from diffusion.config import DiffusionConfig
 from diffusion.guidance import dropped
-from diffusion.labels import Labels, training_labels
-from diffusion.model import build_schedule, build_unet, make_denoiser, num_styles, num_types, predict_x0
-from diffusion.pipeline import is_release, read_diffusion
+from diffusion.labels import Labels, species_record, training_labels
+from diffusion.model import build_schedule, build_unet, make_denoiser, num_species, num_styles, num_types, predict_x0
+from diffusion.pipeline import STATE_KIND, is_release, read_diffusion
 from diffusion.sampling import ddim_sample
 from diffusion.schedule import LinearSchedule
 from diffusion.space import latent_cache, training_space
@@ -43,24 +42,31 @@ from plumbing.cli import UserError, run_main, user_path
 from plumbing.config import load_config, to_dict
 from plumbing.device import bf16_pays, precision_note, seed_everything, to_device
 from plumbing.distributed import start_processes
+from plumbing.guard import DivergenceGuard, diverged
 from plumbing.optim import EMA, scheduled_lr, set_learning_rate
 from plumbing.pictures import save_grid
 from plumbing.resume import (RESUMABLE_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint,
                              open_resume, resume_config, state_files)
 from plumbing.runs import RunLog, TrainingBar, finish_run, open_run_dir, training_metrics
 from sprites.config import SOURCES
-from sprites.labels import TYPES, label_counts
+from sprites.labels import NULL_SPECIES, TYPES, label_counts
+from sprites.config import check_own_images, own_images
 from sprites.mixture import load_data, source_counts, training_batches
 
 CHECKPOINT_NAME = "diffusion.pt"
-STATE_KIND = "diffusion-state"
 COMMAND = "python -m diffusion.train"
 # What --resume may change: only keys that leave the trained weights as they are (the sample grids
 # draw from their own generator; a moved AE must have the same sha256).
 RESUME_KEYS = RESUMABLE_KEYS | {"train.sample_every", "train.sample_n", "ae.ckpt", "train.init"}
 # What a fine-tuning run (train.init) must share with the model it starts from: the network's shape.
 INIT_KEYS = ("space", "data.size", "model.channels", "model.blocks", "model.attention_levels", "model.heads",
-             "cond.labels", "cond.style")
+             "cond.labels", "cond.style", "cond.species")
+# What --images DIR sets besides the data: a folder of one's own pictures has no Pokemon labels.
+NO_LABELS = ["cond.labels=none", "cond.style=false", "cond.species=false"]
+# The species of a species model's training-time grids, one per row: Bulbasaur, Charmander, Squirtle,
+# Jigglypuff, Eevee, Gengar, Snorlax, Mewtwo (all in the corpus and trained on under the default split;
+# Pikachu, 25, is held out).
+GRID_SPECIES = (1, 4, 7, 39, 133, 94, 143, 150)
 
 
 def parse_args(argv: list[str], default_config: str = "configs/ldm.yaml") -> tuple[DiffusionConfig, str | None,
@@ -72,23 +78,34 @@ def parse_args(argv: list[str], default_config: str = "configs/ldm.yaml") -> tup
     parser.add_argument("--out", default=None, help="run folder (default: a new folder under checkpoints/)")
     parser.add_argument("--resume", metavar="RUN_DIR", default=None,
                         help="continue the stopped run in RUN_DIR from its newest state checkpoint, with its config")
+    parser.add_argument("--images", metavar="DIR", default=None,
+                        help="train on the images in DIR alone (your own pictures): every corpus source and label off")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=5")
     args = parser.parse_args(argv)
     # paths the user typed are meant from where the command was run (scripts/env.sh moves to the repository)
     args.config, args.out, args.resume = (str(user_path(a)) if a else None
                                           for a in (args.config, args.out, args.resume))
     if args.resume is None:
-        return load_config(DiffusionConfig, args.config or default_config, args.overrides), args.out, None
-    if args.config or args.out:
-        raise UserError("--resume continues a run in its own folder with its own config; drop --config and --out")
+        own = own_images(str(user_path(args.images))) + NO_LABELS if args.images else []
+        cfg = load_config(DiffusionConfig, args.config or default_config, own + args.overrides)
+        if args.images:
+            check_own_images(cfg.data, args.images)
+        return cfg, args.out, None
+    if args.config or args.out or args.images:
+        raise UserError("--resume continues a run in its own folder with its own config and data; drop --config, "
+                        "--out and --images")
     resumed = open_resume(args.resume, STATE_KIND, COMMAND, CHECKPOINT_NAME)
     return resume_config(DiffusionConfig, resumed, args.overrides, RESUME_KEYS), None, resumed
 
 
 def grid_labels(cfg: DiffusionConfig, n: int, per_row: int = 8) -> Labels | None:
-    """Labels of a training-time sample grid: one type per row of `per_row` (types in order; style
-    artwork when also style-conditional), or one style per row for a style-only model."""
+    """Labels of a training-time sample grid: one species per row of `per_row` (GRID_SPECIES, style
+    artwork when also style-conditional), else one type per row (types in order; style artwork when
+    also style-conditional), or one style per row for a style-only model."""
     row = torch.arange(n) // per_row
+    if num_species(cfg):
+        species = torch.tensor(GRID_SPECIES)[row % len(GRID_SPECIES)] - 1
+        return Labels(None, torch.zeros(n, dtype=torch.long) if num_styles(cfg) else None, species)
     if num_types(cfg):
         return Labels(row % len(TYPES), torch.zeros(n, dtype=torch.long) if num_styles(cfg) else None)
     if num_styles(cfg):
@@ -188,6 +205,13 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
             f"unlabelled training images, trained as 'no label'); label dropout {cfg.cond.drop_prob}")
     if train_labels is not None and train_labels.style is not None:
         log(f"conditioning on the style ({', '.join(SOURCES)}); label dropout {cfg.cond.drop_prob}")
+    species = species_record(cfg, data) if num_species(cfg) else {}
+    label_record = {"types": list(TYPES) if num_types(cfg) else [], "styles": list(SOURCES) if num_styles(cfg) else [],
+                    **species}
+    if species:
+        unnamed = int((train_labels.species == NULL_SPECIES).sum())
+        log(f"conditioning on the species ({len(species['trained_species'])} Pokedex numbers; {unnamed} training images "
+            f"of numbers the table does not name, trained as 'no label'); label dropout {cfg.cond.drop_prob}")
     t0 = time.time()
     images_key = hashlib.sha256(f"{data.fingerprint};{data.train_idx.tolist()}".encode()).hexdigest()
     space.prepare(train_images, latent_cache(cfg.data.cache_dir, ae_record["sha256"], images_key) if ae_record else None)
@@ -212,7 +236,7 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     state = TrainingState(run_dir, STATE_KIND, COMMAND, cfg, parts={"model": model, "ema": ema, "optimizer": opt},
                           generators={"noise": gen}, device=device, every=cfg.train.ckpt_every,
                           keep_last=cfg.train.keep_last, enabled=procs.is_main,
-                          extra={"data_fingerprint": data.fingerprint, "ae": ae_record})
+                          extra={"data_fingerprint": data.fingerprint, "ae": ae_record, "labels": label_record})
     progress = state.restore(resumed) if resumed else Progress(history={"loss": []})
     if resumed:
         log(f"resumed from {resumed.path} at step {progress.step} (epoch {progress.epoch}, batch {progress.batch})")
@@ -223,6 +247,8 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     if cfg.train.max_steps:  # a step budget: the schedule spans it, and the run stops there
         total_steps = min(total_steps, cfg.train.max_steps)
     losses = progress.history["loss"]
+    guard = DivergenceGuard()
+    guard.replay(losses)  # a resumed run's guard stands where it stood
     stopped_early = False
     progress.start_clock()
     bar = TrainingBar(f"DDPM ({space.name})", total_steps, cfg.train.max_minutes, progress, not procs.is_main)
@@ -254,10 +280,11 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
                 x0_hat = predict_x0(train_model, xt, t, use_bf16, y)
                 loss = (x0_hat - x0).pow(2).mean()
                 logged = procs.mean(loss.detach()).item()  # the same on every process
-                if not math.isfinite(logged):
-                    raise UserError(f"the loss became {logged} at step {progress.step + 1}; lower train.lr (now "
-                                    f"{cfg.train.lr}) and start a new run (last good state checkpoint: "
-                                    f"{state.last_saved or 'none'})")
+                fired = guard.step(logged)  # a non-finite or diverging loss stops the run (plumbing/guard.py)
+                if fired:
+                    err = diverged(guard, fired, progress.step + 1, logged, run_dir, cfg.train.lr, can_init=True)
+                    log(f"stopped: {err}")
+                    raise err
                 opt.zero_grad(set_to_none=True)
                 loss.backward()  # with DDP: gradients averaged over the processes
                 if cfg.train.grad_clip > 0:
@@ -314,7 +341,7 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
         "model": cpu_state_dict(model),
         "ema": cpu_state_dict(ema.shadow),
         "ae": ae_record,
-        "labels": {"types": list(TYPES) if num_types(cfg) else [], "styles": list(SOURCES) if num_styles(cfg) else []},
+        "labels": label_record,
         "data_fingerprint": data.fingerprint,
         "metrics": {k: v for k, v in metrics.items() if k != "schedule"},
     }

@@ -7,11 +7,12 @@
 
 * Time: t -> sinusoidal embedding (Vaswani et al. 2017) -> Linear -> SiLU -> Linear, a vector
   `temb` that every residual block adds (after a Linear) to its feature maps.
-* Optional labels (diffusion/labels.py): the Pokemon type and the style (source) of the image, each
-  a learned embedding added to `temb`; the extra index of each (`num_types`, `num_styles`) is its
-  "no label" class, used for classifier-free guidance. With non-leaking augmentation
-  (diffusion/augment.py) the transform parameters go through a linear map without bias into `temb`,
-  so "not augmented" (zeros, as at sampling) adds nothing.
+* Optional labels (diffusion/labels.py): the Pokemon type, the style (source) and the species of the
+  image, each a learned embedding added to `temb`; the extra index of each (`num_types`,
+  `num_styles`, `num_species`) is its "no label" class, used for classifier-free guidance. Species
+  given as weights w [B, num_species + 1] add the mixture w @ E of the species embeddings (fusions).
+  With non-leaking augmentation (diffusion/augment.py) the transform parameters go through a linear
+  map without bias into `temb`, so "not augmented" (zeros, as at sampling) adds nothing.
 * ResBlock: h = conv(silu(norm(x))) + Linear(silu(temb)); h = conv(dropout(silu(norm(h)))); x + h.
 * Self-attention (multi-head, with a residual) at the levels listed in `attention_levels` and in
   the middle; attention costs O((HW)^2), so it only pays at low resolutions.
@@ -83,10 +84,11 @@ class Attention(nn.Module):
 
 class UNet(nn.Module):
     def __init__(self, in_channels: int, channels: list[int], blocks: int, attention_levels: list[int],
-                 dropout: float = 0.0, num_types: int = 0, num_styles: int = 0, heads: int = 4, aug_dim: int = 0):
+                 dropout: float = 0.0, num_types: int = 0, num_styles: int = 0, heads: int = 4, aug_dim: int = 0,
+                 num_species: int = 0):
         super().__init__()
         self.in_channels = in_channels
-        self.num_types, self.num_styles = num_types, num_styles
+        self.num_types, self.num_styles, self.num_species = num_types, num_styles, num_species
         base = channels[0]
         temb_dim = 4 * base
         self.time_mlp = nn.Sequential(nn.Linear(base, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
@@ -94,6 +96,7 @@ class UNet(nn.Module):
         self.type_emb = nn.Embedding(num_types + 1, temb_dim) if num_types > 0 else None
         self.style_emb = nn.Embedding(num_styles + 1, temb_dim) if num_styles > 0 else None
         self.aug_emb = nn.Linear(aug_dim, temb_dim, bias=False) if aug_dim > 0 else None
+        self.species_emb = nn.Embedding(num_species + 1, temb_dim) if num_species > 0 else None
         self.conv_in = nn.Conv2d(in_channels, base, 3, padding=1)
 
         self.down = nn.ModuleList()
@@ -124,7 +127,7 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(c, in_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: Labels | None = None) -> torch.Tensor:
-        """x0_hat = f(x_t, t[, labels]). t: int64 [B] step indices; labels: type and/or style [B] each,
+        """x0_hat = f(x_t, t[, labels]). t: int64 [B] step indices; labels: type, style, species [B] each,
         where a missing kind (or a model without it) means "no label"."""
         temb = self.time_mlp(timestep_embedding(t, self.conv_in.out_channels))
         if self.type_emb is not None:
@@ -133,6 +136,10 @@ class UNet(nn.Module):
         if self.style_emb is not None:
             y = labels.style if labels is not None and labels.style is not None else torch.full_like(t, self.num_styles)
             temb = temb + self.style_emb(y)
+        if self.species_emb is not None:
+            y = labels.species if labels is not None and labels.species is not None else torch.full_like(t, self.num_species)
+            # weights over the species (a fusion): the same mixture of their embedding rows
+            temb = temb + (y.to(temb.dtype) @ self.species_emb.weight if y.is_floating_point() else self.species_emb(y))
         if self.aug_emb is not None and labels is not None and labels.aug is not None:
             temb = temb + self.aug_emb(labels.aug.to(temb.dtype))
         h = self.conv_in(x)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -29,8 +30,10 @@ def user_path(path: str | Path | None) -> Path | None:
     return Path(caller) / path
 
 
-class UserError(Exception):
-    """A problem the user can fix: the message names the problem and the fix."""
+class UserError(ValueError):
+    """A problem the user can fix: the message names the problem and the fix. A ValueError, so that
+    the Python API (diffusion/pipeline.py) raises what Python code expects of a bad argument, with
+    the same one-line message the command line prints."""
 
 
 class Stopped(Exception):
@@ -46,6 +49,11 @@ class Stopped(Exception):
         self.exit_code = 128 + signum
 
 
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as a command prints it: `warning: <message>` (the source line is for developers)."""
+    return f"warning: {message}\n"
+
+
 def run_main(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
     """Call `main(argv)`; turn a UserError into a one-line message and exit status 2, and a
     requested stop (`Stopped`) into its message and exit status 128 + signal.
@@ -54,6 +62,7 @@ def run_main(main: Callable[[list[str]], None], argv: list[str] | None = None) -
     re-raise with their full traceback.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.formatwarning = one_line_warning
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     try:

@@ -9,13 +9,16 @@ to bottom in e.g. `autoencoder/config.py`). Values come from three layers, later
        true, [32, 64], null).
 
 Unknown keys and values of the wrong type raise a UserError naming the key, so a typo such as
-`train.epoch=5` fails at once instead of being ignored for a ten-minute run.
+`train.epoch=5` fails at once instead of being ignored for a ten-minute run; so do numbers that are
+not finite (nan, inf) and, through each schema's `validate`, numbers out of their range
+(`check_range`).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -70,6 +73,18 @@ def apply_overrides(schema: type[T], tree: dict, overrides: list[str] = ()) -> T
             value = str(user_path(value))
         _set_dotted(tree, key.strip(), value)
     return _build(schema, tree, prefix="")
+
+
+def check_range(key: str, value: float, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> None:
+    """A UserError naming `key` unless low <= value <= high (< where open; None: no bound)."""
+    ok = ((low is None or (value > low if low_open else value >= low))
+          and (high is None or (value < high if high_open else value <= high)))
+    if not ok:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise UserError(f"{key}={value:g} must lie in {interval}")
 
 
 def to_dict(cfg: Any) -> dict:
@@ -192,13 +207,18 @@ def _check(tp: Any, value: Any, key: str) -> Any:
             raise UserError(f"config key '{key}' must be a list like [32, 64], got {value!r}")
         return [_check(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):  # nan and inf pass every comparison a range check makes
+                raise UserError(f"config key '{key}' must be a finite number, got {value!r}")
+            return number
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value

@@ -6,6 +6,19 @@ import math
 import torch
 from torch import nn
 
+from plumbing.config import check_range
+
+
+def check_schedule(train) -> None:
+    """Range checks of the optimisation keys both trainers share (a trainer's train section)."""
+    check_range("train.lr", train.lr, 0, low_open=True)
+    check_range("train.weight_decay", train.weight_decay, 0)
+    check_range("train.warmup_steps", train.warmup_steps, 0)
+    check_range("train.lr_min_ratio", train.lr_min_ratio, 0, 1)
+    check_range("train.grad_clip", train.grad_clip, 0)
+    check_range("train.max_minutes", train.max_minutes, 0)
+    check_range("train.log_every", train.log_every, 1)
+
 
 def warmup_cosine(progress_step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
     """Multiplier of the peak learning rate at a step.

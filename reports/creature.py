@@ -28,6 +28,7 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm import tqdm
 
 from reports.manifold import manifold_precision_recall
 from reports.pokenet import PokeNet, predict
@@ -119,7 +120,7 @@ def c2st(real: torch.Tensor, fake: torch.Tensor, folds: int = 5, epochs: int = 1
     x, y = x[order], y[order]
     fold_of = torch.arange(2 * n) % folds
     scores = []
-    for k in range(folds):
+    for k in tqdm(range(folds), desc=f"two-sample test ({2 * n} images)", unit="fold", leave=False):
         train, test = fold_of != k, fold_of == k
         torch.manual_seed(seed * 1000 + k)
         net = TwoSampleNet()

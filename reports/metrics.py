@@ -45,12 +45,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
 from plumbing.cli import UserError, run_main
 from plumbing.runs import writable_dir, write_json
 from reports.creature import RECOGNISED, block_shuffle, creature_scores
 from reports.manifold import manifold_precision_recall, nearest_neighbours, pairwise_distances
 from reports.pokenet import SHIPPED_DIR, SHIPPED_NAME, PokeNet, load_pokenet, predict, validation_artworks
+from reports.species import own_species, read_asked, real_hits, species_hits, spread
 from sprites.config import SOURCES
 from sprites.corpus import load_corpus
 from sprites.dataset import composite_on_white, decode_folder, list_image_files, load_sprites, to_uint8, to_unit_range
@@ -325,7 +327,8 @@ def mirrored_features(images_u8: torch.Tensor, chunk: int = 4096) -> torch.Tenso
     """`pixel_features` of uint8 images and of their mirror images, [2N, D] (all plain, then all
     mirrored), computed a chunk at a time (a set of 90,000 images never exists as floats at once)."""
     plain, mirrored = [], []
-    for i in range(0, len(images_u8), chunk):
+    for i in tqdm(range(0, len(images_u8), chunk), desc=f"features of {len(images_u8):,} training images",
+                  unit="chunk", leave=False, disable=len(images_u8) <= chunk):
         x = to_unit_range(images_u8[i:i + chunk])
         plain.append(pixel_features(x))
         mirrored.append(pixel_features(x.flip(-1)))
@@ -627,24 +630,35 @@ def main(argv: list[str]) -> None:
                 "size": size, "holdout": args.holdout, "split_seed": args.split_seed, "seed": args.seed,
                 "features": f"{FEATURE_SIZE}x{FEATURE_SIZE} area-averaged pixels, RMS distance in [-1, 1] units",
                 "k": K_NEIGHBOURS}
-    creature = None
+    creature = species = None
     if not args.no_pokenet:
         creature = creature_table(samples, train, args)
-    write_json({"settings": settings, "samples": result, "reference": reference, "creature": creature}, out)
+    asked = read_asked(args.samples, len(samples))
+    if asked is not None and not args.no_pokenet:
+        species = species_table(samples, asked, sprites, result, args)
+    write_json({"settings": settings, "samples": result, "reference": reference, "creature": creature,
+                "species": species}, out)
     print(f"-> {out}")
+
+
+def every_training_image(sprites, corpus_dir: str | None, size: int, cache_dir: str | None):
+    """(uint8 images, Pokedex numbers, names) of the training artworks and, with `corpus_dir`, every corpus
+    image whose Pokedex number is not held out: what a corpus-trained model can have seen (sprites/mixture.py)."""
+    names = [sprites.names[i] for i in sprites.train_idx.tolist()]
+    images, dex = sprites.train(), sprites.dex[sprites.train_idx]
+    if not corpus_dir:
+        return images, dex, names
+    corpus = load_corpus(corpus_dir, size, cache_dir)
+    keep = ~torch.isin(corpus.dex, sprites.dex[sprites.holdout_idx])
+    names += [f"{SOURCES[int(corpus.source[i])]}/{'shiny/' if corpus.shiny[i] else ''}{corpus.stems[i]}#"
+              f"{corpus.frames[i]}" for i in torch.nonzero(keep).flatten().tolist()]
+    return torch.cat([images, corpus.images[keep]]), torch.cat([dex, corpus.dex[keep]]), names
 
 
 def memorisation_all_sources(samples: torch.Tensor, sprites, holdout: torch.Tensor, args) -> dict:
     """`memorisation` against the training artworks and every corpus image whose Pokedex number is not
-    held out (what a corpus-trained model can have seen: sprites/mixture.py), with the names of the
-    nearest images. A copy of a game sprite is a copy."""
-    corpus = load_corpus(args.corpus, samples.shape[-1], args.cache_dir)
-    held_dex = sprites.dex[sprites.holdout_idx]
-    keep = ~torch.isin(corpus.dex, held_dex)
-    names = [sprites.names[i] for i in sprites.train_idx.tolist()] + [
-        f"{SOURCES[int(corpus.source[i])]}/{'shiny/' if corpus.shiny[i] else ''}{corpus.stems[i]}#{corpus.frames[i]}"
-        for i in torch.nonzero(keep).flatten().tolist()]
-    images = torch.cat([sprites.train(), corpus.images[keep]])
+    held out, with the names of the nearest images. A copy of a game sprite is a copy."""
+    images, _, names = every_training_image(sprites, args.corpus, samples.shape[-1], args.cache_dir)
     result = memorisation(samples, None, holdout, train_features=mirrored_features(images))
     result["references"] = len(images)
     result["nearest_train_name"] = [names[i] for i in result["nearest_train_index"]]
@@ -671,6 +685,39 @@ def creature_table(samples: torch.Tensor, train: torch.Tensor, args) -> dict:
           "CNN telling the set from training artworks (0.5: indistinguishable); held-out artworks: PokeNet's "
           "validation artworks")
     return rows
+
+
+def species_table(samples: torch.Tensor, asked: list[list[int]], sprites, result: dict, args) -> dict:
+    """The species measures (reports/species.py) of species-conditioned samples, printed."""
+    model, ckpt = load_pokenet(args.pokenet, args.trust_pokenet)
+    classes = ckpt["classes"]
+    _, probs = predict(model, samples, "cpu")
+    held, held_labels = validation_artworks(ckpt, args.data, cache_dir=args.cache_dir)
+    hits, real = species_hits(probs, classes, asked), real_hits(model, held, held_labels, classes)
+    images, dex, _ = every_training_image(sprites, args.corpus, samples.shape[-1], args.cache_dir)
+    mem = result.get("memorisation_all_sources", result["memorisation"])
+    wanted = torch.tensor(sorted({a[0] for a in asked if len(a) == 1}), dtype=torch.long)
+    artworks = torch.arange(len(sprites.train_idx))  # the training artworks come first in `images`
+    real_idx = artworks[torch.isin(dex[artworks], wanted)]
+    own = own_species(samples, asked, images, dex, mem["ratio"] * mem["threshold"], pixel_features, real_idx)
+    var = spread(samples, asked, images, dex, pixel_features, seed=args.seed)
+    sources = "every source" if args.corpus else "the training artworks"
+    print(f"\nspecies measures ({hits['n']} single-species samples; PokeNet, {len(classes)} classes):")
+    if hits["n"]:
+        print(f"  asked-for species in PokeNet's top-1 {hits['top1']:.3f}, top-5 {hits['top5']:.3f} (chance "
+              f"{hits['chance_top1']:.4f} / {hits['chance_top5']:.4f}; real artworks PokeNet never saw, n={real['n']}: "
+              f"{real['top1']:.3f} / {real['top5']:.3f})")
+        print(f"  memorised against their own species' training images ({sources}, mirrored): {own['rate']:.1%}; "
+              f"median distance to the nearest {own['median_distance']:.3f} (a training artwork of those species "
+              f"to the other images of its species: {fmt(own.get('real_median_distance'), '.3f')})")
+    if var["species"]:
+        print(f"  spread within a species / spread of its training images: median {var['median_ratio']:.2f} "
+              f"(quartiles {var['q25']:.2f}-{var['q75']:.2f}, {var['species']} species)")
+    if "fusions" in hits:
+        fu = hits["fusions"]
+        print(f"  fusions (n={fu['n']}): both parents in PokeNet's top-5 {fu['both_top5']:.3f}, either "
+              f"{fu['either_top5']:.3f}")
+    return {"hits": hits, "real_artworks": real, "own_species": own, "spread": var}
 
 
 if __name__ == "__main__":

@@ -33,6 +33,20 @@ class SourceShares:
             raise UserError(f"data.mix {raw} must be shares >= 0 with at least one above 0, e.g. data.mix.artwork=1")
 
 
+def own_images(folder: str) -> list[str]:
+    """The overrides of a trainer's `--images DIR`: train on the images of DIR alone, every corpus
+    source off (the configs mix the Pokemon corpus into the artworks; a folder of one's own images
+    must not be mixed with Pokemon sprites)."""
+    return [f"data.root={folder}"] + [f"data.mix.{name}={1 if name == 'artwork' else 0}" for name in SOURCES]
+
+
+def check_own_images(cfg: DataConfig, folder: str) -> None:
+    """After `--images DIR` and the overrides after it: DIR alone, or a one-line error."""
+    if cfg.uses_corpus():
+        raise UserError(f"--images {folder} trains on that folder alone, but data.mix gives the corpus sources "
+                        f"{[k for k in cfg.mix.shares() if k != 'artwork']} a share; drop the data.mix overrides")
+
+
 @dataclass
 class DataConfig:
     root: str = "data/pokemon"       # folder of PNGs (the artworks); POKEMON_DATA=DIR overrides the YAML

@@ -40,6 +40,8 @@ What the real data give under this rule (919 PNGs, 808 table rows, checked on th
 from __future__ import annotations
 
 import csv
+import difflib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -181,3 +183,73 @@ def label_counts(labels: torch.Tensor | Sequence[int]) -> dict[str, int]:
         raise ValueError(f"labels must lie in 0..{NULL_LABEL}, got {labels.min()}..{labels.max()}")
     counts = torch.bincount(labels, minlength=NULL_LABEL + 1)
     return {**{name: int(counts[i]) for i, name in enumerate(TYPES)}, "unlabelled": int(counts[NULL_LABEL])}
+
+
+# --- Species: the Pokedex number of an image, named from the same table --------------------------
+#
+# A species label is the image's Pokedex number (artwork file stems and corpus file names lead with
+# it; sprites/dataset.py `pokedex_number`). Class index k = number - 1 for the numbers 1..NUM_SPECIES
+# that the type table names (generations 1-6); index NUM_SPECIES is "no label", given to every image
+# whose number the table does not name (the artworks 722-821) and to dropped labels.
+NUM_SPECIES = 721
+NULL_SPECIES = NUM_SPECIES
+
+SpeciesTable = dict[int, str]  # Pokedex number -> species name, e.g. 25 -> "Pikachu"
+
+
+def species_name(row_name: str) -> str:
+    """The species of a table row's Name: forms are written straight after it ("DeoxysNormal Forme",
+    "VenusaurMega Venusaur", "Zygarde50% Forme"), so the name ends where a lower-case letter is
+    followed by a capital or by a percentage.
+
+    >>> species_name("CharizardMega Charizard X"), species_name("Mr. Mime"), species_name("Porygon2")
+    ('Charizard', 'Mr. Mime', 'Porygon2')
+    """
+    return re.sub(r"(?<=[a-zé])(?:[A-Z]|\d+%).*$", "", row_name.strip())
+
+
+def load_species_table(csv_path: str | Path) -> SpeciesTable:
+    """Pokedex number -> species name, from the rows of the type table whose `#` column is a number
+    (every form of a number names the same species; the first row of each number is used)."""
+    path = Path(csv_path)
+    header, rows = _read_rows(path)
+    if "#" not in header or "Name" not in header:
+        raise UserError(f"type table {path} has no '#' and 'Name' columns, which name the species; {GET_TABLE_HINT}")
+    table: SpeciesTable = {}
+    for row in rows:
+        number, name = (row.get("#") or "").strip(), (row.get("Name") or "").strip()
+        if number.isdigit() and name and 1 <= int(number) <= NUM_SPECIES:
+            table.setdefault(int(number), species_name(name))
+    if not table:
+        raise UserError(f"type table {path} names no species (numbers 1..{NUM_SPECIES} in its '#' column); "
+                        f"{GET_TABLE_HINT}")
+    return table
+
+
+def species_labels(dex: torch.Tensor, table: SpeciesTable) -> torch.Tensor:
+    """Class index of each image's Pokedex number: number - 1 where the table names it, else NULL_SPECIES."""
+    named = torch.tensor(sorted(table), dtype=torch.long)
+    return torch.where(torch.isin(dex, named), dex - 1, torch.full_like(dex, NULL_SPECIES))
+
+
+def species_key(name: str) -> str:
+    """How a species name is matched: lower case, letters and digits only (Nidoran♀ -> nidoranf,
+    Mr. Mime -> mrmime, Flabébé -> flabebe)."""
+    name = str(name).strip().lower().replace("♀", "f").replace("♂", "m").replace("é", "e")
+    return re.sub(r"[^a-z0-9]", "", name)
+
+
+def parse_species(name: str | int, table: SpeciesTable) -> int:
+    """A species name (any case, spaces and punctuation ignored) or Pokedex number -> its number, or a
+    one-line error naming the closest names."""
+    text = str(name).strip()
+    if text.isdigit():
+        if int(text) not in table:
+            raise UserError(f"unknown Pokedex number {text}; this model knows the numbers 1..{max(table)}")
+        return int(text)
+    by_key = {species_key(v): k for k, v in table.items()}
+    if species_key(text) in by_key:
+        return by_key[species_key(text)]
+    close = difflib.get_close_matches(species_key(text), list(by_key), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(table[by_key[k]] for k in close)}?" if close else "give a Pokemon's name or number"
+    raise UserError(f"unknown species {name!r}; {hint}")

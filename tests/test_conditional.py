@@ -73,7 +73,7 @@ def test_conditional_checkpoint_has_a_type_embedding(cond_run):
     pipe = load_diffusion(cond_run["run_dir"] / "diffusion.pt", "cpu")
     assert pipe.model.type_emb is not None and pipe.model.type_emb.num_embeddings == len(TYPES) + 1
     assert pipe.model.style_emb is None and num_types(pipe.cfg) == len(TYPES)
-    assert pipe.conditional == {"type": True, "style": False}
+    assert pipe.conditional == {"type": True, "style": False, "species": False}
     assert load_checkpoint(cond_run["run_dir"] / "diffusion.pt")["labels"] == {"types": list(TYPES), "styles": []}
 
 

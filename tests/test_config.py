@@ -181,7 +181,8 @@ SHIPPED = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
 
 def test_every_shipped_config_is_tested():
     assert {"ae.yaml", "ae_full.yaml", "ldm.yaml", "ldm_corpus.yaml", "ldm_full.yaml", "ldm_long.yaml",
-            "ldm_types.yaml", "pixel.yaml", "pixel32.yaml", "pixel_full.yaml", "pokenet.yaml"} == set(SHIPPED)
+            "ldm_species.yaml", "ldm_types.yaml", "pixel.yaml", "pixel32.yaml", "pixel_full.yaml",
+            "pokenet.yaml"} == set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", [n for n in SHIPPED if n.startswith("ae")])
@@ -201,7 +202,9 @@ def test_shipped_diffusion_configs_load(name):
     cfg = load_config(DiffusionConfig, REPO / "configs" / name, [])
     assert cfg.space == ("pixel" if name.startswith("pixel") else "latent")
     assert cfg.schedule.T == (100 if name == "pixel32.yaml" else 1000) and cfg.train.epochs > 0
-    assert (cfg.cond.labels == "type1") == (name in ("ldm_types.yaml", "ldm_corpus.yaml", "ldm_long.yaml"))
+    assert (cfg.cond.labels == "type1") == (name in ("ldm_types.yaml", "ldm_corpus.yaml", "ldm_long.yaml",
+                                                                  "ldm_species.yaml"))
+    assert cfg.cond.species == (name == "ldm_species.yaml")
     # Every shipped schedule ends in N(0, I) (the seed's T = 100 only with the endpoints scaled).
     diagnostics = build_schedule(cfg).check_ends_in_noise()
     assert diagnostics["alpha_bar_T"] < 1e-4

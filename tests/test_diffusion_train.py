@@ -234,7 +234,7 @@ def test_cli_writes_grid_pngs_and_gif(cli_samples):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["0000.png", "0001.png", "0002.png", "0003.png", "grid.png", "reverse.gif"]
+    assert names == ["0000.png", "0001.png", "0002.png", "0003.png", "grid.png", "labels.csv", "reverse.gif"]
     for i in range(4):
         img = Image.open(out / f"{i:04d}.png")
         assert img.size == (16, 16) and img.mode == "RGB"
@@ -282,7 +282,7 @@ def test_cli_ddpm_sampler(pixel_run, tmp_path, capsys):
     _sample_in_process(_sample_args(ckpt, tmp_path / "a", sampler="ddpm", n=3))
     assert "3 samples (ddpm, 100 steps, seed 0)" in capsys.readouterr().out
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == ["0000.png", "0001.png", "0002.png", "grid.png"]
+    assert names == ["0000.png", "0001.png", "0002.png", "grid.png", "labels.csv"]
     _sample_in_process(_sample_args(ckpt, tmp_path / "b", sampler="ddpm", n=3))
     assert (tmp_path / "a" / "0001.png").read_bytes() == (tmp_path / "b" / "0001.png").read_bytes()
     # ancestral samples are not the DDIM ones for the same seed
@@ -294,7 +294,7 @@ def test_cli_latent_checkpoint(latent_run, tmp_path):
     out = tmp_path / "latent"
     proc = _run(["-m", "diffusion.sample", *_sample_args(latent_run["run_dir"] / "diffusion.pt", out, n=2)], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert sorted(p.name for p in out.iterdir()) == ["0000.png", "0001.png", "grid.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["0000.png", "0001.png", "grid.png", "labels.csv"]
     assert Image.open(out / "0000.png").size == (16, 16)
 
 

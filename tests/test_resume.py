@@ -280,9 +280,9 @@ def test_resume_refuses_overrides_that_change_the_weights(stopped_ae_run, capsys
 
 def test_resume_refuses_config_and_out(stopped_ae_run, capsys, tmp_path):
     line = _one_line_error(capsys, ae_train.main, ["--resume", str(stopped_ae_run), "--config", "configs/ae.yaml"])
-    assert "drop --config and --out" in line
+    assert "drop --config, --out and --images" in line
     line = _one_line_error(capsys, ae_train.main, ["--resume", str(stopped_ae_run), "--out", str(tmp_path)])
-    assert "drop --config and --out" in line
+    assert "drop --config, --out and --images" in line
 
 
 def test_resume_of_a_missing_or_foreign_folder(stopped_ae_run, tmp_path, capsys):
