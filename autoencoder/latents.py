@@ -10,7 +10,6 @@ Both are computed once, after training, and saved in the AE checkpoint.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -18,9 +17,9 @@ from tqdm import tqdm
 
 from autoencoder.config import AEConfig
 from autoencoder.model import VAE
-from plumbing.checkpoint import load_checkpoint, read_safetensors
-from plumbing.cli import UserError
+from plumbing.checkpoint import load_checkpoint
 from plumbing.config import from_dict
+from plumbing.release import read_part
 from sprites.dataset import to_unit_range
 
 
@@ -34,13 +33,9 @@ def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> tu
     `path` is an AE checkpoint of a training run (ae.pt), or the ae.safetensors of a release, whose
     config and latent statistics are in the config.json beside it (diffusion/release.py)."""
     path = Path(path)
-    if path.suffix == ".safetensors":
-        try:
-            ckpt = {**json.loads((path.parent / "config.json").read_text())["ae"]}
-        except (OSError, ValueError, KeyError) as err:
-            raise UserError(f"{path.parent / 'config.json'} does not describe the AE {path.name} ({err}); "
-                            "fetch the release again")
-        ckpt["model"] = read_safetensors(path)
+    if path.suffix == ".safetensors":  # a release's part (plumbing/release.py)
+        part = read_part(path)
+        ckpt = {**part, "model": part["weights"]}
     else:
         ckpt = load_checkpoint(path, kind="autoencoder")
     cfg = from_dict(AEConfig, ckpt["config"])

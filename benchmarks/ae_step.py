@@ -1,8 +1,6 @@
 """Benchmark: one VAE training step, ours against diffusers' AutoencoderKL at equal widths.
 
-    python -m benchmarks.ae_step [--batch 32] [--repeats 7] [--out benchmarks/results/ae_step.json]
-
-(`python -m benchmarks` runs this together with the other measurements.) Both models get the same
+`python -m benchmarks` (section `ae`) runs it with the other measurements. Both models get the same
 job: a batch of B images at size x size, forward, L1 + KL loss, backward, AdamW step, bf16 autocast
 where native. diffusers is configured as the reference: the same widths per level, one block
 per level and the same latent shape (4 x size/4 x size/4). Each model is timed in NCHW and in NHWC;
@@ -12,9 +10,6 @@ steps. Achieved GFLOP/s uses torch.utils.flop_counter. diffusers is a benchmark-
 """
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +18,7 @@ import torch
 from autoencoder.config import AEConfig
 from autoencoder.latents import build_vae
 from autoencoder.losses import kl_to_standard_normal
-from benchmarks.harness import Plan, in_layouts, speedup, summarise
+from benchmarks.harness import Plan, in_layouts, summarise
 from plumbing.config import load_config
 from plumbing.device import autocast, bf16_pays
 
@@ -98,39 +93,3 @@ def measure_ae(model: str, config: str | Path = DEFAULT_CONFIG, overrides: list[
     params = sum(p.numel() for p in build(cfg)[0].parameters())
     return {**summarise(in_layouts(make_step, batch, plan), params), "name": NAMES[model], "batch": batch,
             "size": cfg.data.size, "bf16": use_bf16}
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(DEFAULT_CONFIG))
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--out", default="benchmarks/results/ae_step.json")
-    args = p.parse_args()
-    plan = Plan(warmup=2, repeats=args.repeats, min_repeats=args.repeats, budget_s=float("inf"))
-    rows = {key: measure_ae(key, args.config, batch=args.batch, plan=plan) for key in NAMES}
-    a, b = rows["pokediffusion"], rows["diffusers"]
-    ratio = speedup(a, b)
-    cfg = load_config(AEConfig, args.config, [])
-    print(f"AE training step, batch {args.batch} at {a['size']}x{a['size']}, widths {cfg.model.channels}, "
-          f"blocks per level: ours {cfg.model.blocks}, diffusers 1, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"bf16 {'on' if a['bf16'] else 'off (not native on this CPU)'}")
-    print(f"{'model, layout':32s} {'params':>8s} {'s/step':>8s} {'img/s':>8s} {'GFLOP/step':>11s} {'GFLOP/s':>8s}")
-    results = {}
-    for row in rows.values():
-        for layout, r in row["layouts"].items():
-            name = f"{row['name']}, {layout}"
-            results[name] = {**r, "params_M": row["params_M"]}
-            print(f"{name:32s} {row['params_M']:7.2f}M {r['median_s']:8.3f} {r['img_per_s']:8.1f} "
-                  f"{r['gflop_per_step']:11.1f} {r['gflop_per_s']:8.1f}")
-    print(f"speed-up (diffusers time / ours, each in its faster layout): {ratio:.2f}x")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                               "torch": torch.__version__, "bf16": a["bf16"], "batch": args.batch,
-                               "results": results, "speedup": ratio}, indent=2) + "\n")
-    print(f"wrote {out}")
-
-
-if __name__ == "__main__":
-    main()

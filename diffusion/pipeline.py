@@ -17,7 +17,6 @@ any device: every random draw comes from a CPU generator.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -35,12 +34,13 @@ from diffusion.sampling import ddim_sample, ddpm_sample
 from diffusion.schedule import LinearSchedule
 from diffusion.space import Space, checkpoint_space
 from diffusion.unet import UNet
-from plumbing.checkpoint import file_sha256, load_checkpoint, read_safetensors
+from plumbing.checkpoint import file_sha256, load_checkpoint
 from plumbing.cli import UserError
 from plumbing.config import from_dict
 from plumbing.device import bf16_pays, pick_device
 from plumbing.pictures import grid_array
-from plumbing.runs import RELEASE_CONFIG, newest_run_file, release_dir
+from plumbing.release import is_release, read_release, release_dir
+from plumbing.runs import newest_run_file
 from sprites.dataset import to_uint8
 
 STATE_KIND = "diffusion-state"   # the kind of a training-state checkpoint (diffusion/train.py, plumbing/resume.py)
@@ -142,22 +142,6 @@ def check_request(n: int, guidance: float, sampler: str, steps: int, eta: float,
         raise UserError(f"{name('steps', steps)} must be an integer between 1 and T={T or 'the schedule length'}")
     if not math.isfinite(eta) or not 0 <= eta <= 1:
         raise UserError(f"{name('eta', eta)}: the DDIM eta must lie in [0, 1] (0: deterministic, 1: as noisy as DDPM)")
-
-
-def is_release(path: Path) -> bool:
-    return path.is_dir() and (path / RELEASE_CONFIG).is_file()
-
-
-def read_release(folder: Path) -> dict:
-    """config.json of a release folder, each part's weights read from its safetensors file."""
-    try:
-        meta = json.loads((folder / RELEASE_CONFIG).read_text())
-    except (OSError, ValueError) as err:
-        raise UserError(f"{folder / RELEASE_CONFIG} is not readable JSON ({err}); fetch the release again")
-    for part in ("ldm", "ae"):
-        if part in meta:
-            meta[part]["weights"] = read_safetensors(folder / meta[part]["file"])
-    return meta
 
 
 def read_diffusion(path: str | Path, ae_path: str | None = None) -> dict:

@@ -14,8 +14,7 @@ Writes into --out:
     MODEL_CARD.md    what the model is, what it was trained on and how, and what it measures: the facts
                      from the runs, and the Markdown of --card (quality, limitations, intended use)
 
-safetensors is the ecosystem's format for weights (a flat file of named tensors; loading it runs
-no code); the loaders (diffusion/pipeline.py, autoencoder/latents.py) read the config beside it.
+The format, its writer and its readers are plumbing/release.py.
 `python -m diffusion.sample` samples the release when no training run exists (see its --help), and
 `train.init=checkpoints/release` fine-tunes it.
 
@@ -33,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -42,15 +40,14 @@ from diffusion.model import make_denoiser
 from diffusion.pipeline import load_diffusion
 from diffusion.sampling import ddim_sample
 from diffusion.space import find_ae
-from plumbing.checkpoint import file_sha256, half_precision, load_checkpoint, write_safetensors
+from plumbing.checkpoint import load_checkpoint
 from plumbing.cli import UserError, run_main, user_path
 from plumbing.device import pick_device
-from plumbing.runs import RELEASE_AE, RELEASE_CONFIG, RELEASE_LDM, release_dir, writable_dir
-from sprites.dataset import to_uint8
+from plumbing.release import (CARD, RELEASE_AE, RELEASE_CONFIG, RELEASE_LDM, describe, image_difference, model_card,
+                              passes, release_dir, write_release)
+from plumbing.runs import writable_dir
 
 SIZE_BUDGET_MB = 20.0        # AE + LDM together: what the repository ships
-RELEASE_FORMAT = "pokediffusion-release-1"
-CARD = "MODEL_CARD.md"
 
 
 def checkpoint_in(arg: str, filename: str, flag: str) -> Path:
@@ -61,42 +58,6 @@ def checkpoint_in(arg: str, filename: str, flag: str) -> Path:
     if not path.is_file():
         raise UserError(f"{flag} {arg}: no {filename} there; pass a run folder (or its {filename}) written by training")
     return path
-
-
-def converted(state: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Tensor]:
-    """A state dict stored in `dtype` ("float16" or "float32"; integer tensors unchanged)."""
-    if dtype == "float16":
-        return half_precision(state)
-    return {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-
-
-def write_release(ae_src: Path, ldm_src: Path, dtypes: dict[str, str], out: Path) -> dict:
-    """Write the two safetensors files and config.json (without the fidelity check); return the config."""
-    ae, ldm = load_checkpoint(ae_src, kind="autoencoder"), load_checkpoint(ldm_src, kind="diffusion")
-    write_safetensors(converted(ae["model"], dtypes["ae"]), out / RELEASE_AE)
-    write_safetensors(converted(ldm["ema"], dtypes["ldm"]), out / RELEASE_LDM)
-    meta = {
-        "format": RELEASE_FORMAT,
-        "ldm": {"file": RELEASE_LDM, "config": ldm["config"], "shape": ldm["space"]["shape"],
-                "labels": ldm.get("labels", {"types": [], "styles": []}), "dtype": dtypes["ldm"],
-                "sha256": file_sha256(out / RELEASE_LDM), "source": str(ldm_src), "source_sha256": file_sha256(ldm_src),
-                "data_fingerprint": ldm.get("data_fingerprint"), "metrics": ldm.get("metrics", {})},
-        "ae": {"file": RELEASE_AE, "config": ae["config"], "latent": ae["latent"], "dtype": dtypes["ae"],
-               "sha256": file_sha256(out / RELEASE_AE), "source": str(ae_src), "source_sha256": file_sha256(ae_src),
-               "data_fingerprint": ae.get("data_fingerprint"), "metrics": ae.get("metrics", {})},
-    }
-    (out / RELEASE_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
-    return meta
-
-
-def image_difference(reference: torch.Tensor, other: torch.Tensor) -> dict:
-    """How far `other` is from `reference` (images in [-1, 1]): PSNR in dB on the [0, 1] scale
-    (None when identical), the largest 8-bit difference and the share of 8-bit values that differ."""
-    mse = ((reference.float() - other.float()) / 2).pow(2).mean().item()
-    a, b = to_uint8(reference).int(), to_uint8(other).int()
-    return {"psnr_db": None if mse == 0 else 10 * math.log10(1 / mse),
-            "max_abs_8bit": int((a - b).abs().max()),
-            "share_8bit_differ": float((a != b).double().mean())}
 
 
 def fidelity(ldm_src: Path, ae_src: Path, release: Path, n: int, steps: int, seed: int, device) -> dict:
@@ -121,59 +82,6 @@ def _latents(pipe, n: int, seed: int, labels, steps: int) -> torch.Tensor:
     x, _ = ddim_sample(denoise, pipe.schedule, (n, *pipe.space.shape), torch.Generator().manual_seed(seed),
                        pipe.device, pipe.space.clip, steps=steps)
     return x
-
-
-def passes(diff: dict, min_psnr: float) -> bool:
-    return diff["psnr_db"] is None or diff["psnr_db"] >= min_psnr
-
-
-def describe(diff: dict) -> str:
-    psnr = "identical" if diff["psnr_db"] is None else f"PSNR {diff['psnr_db']:.1f} dB"
-    return (f"{psnr}, largest 8-bit difference {diff['max_abs_8bit']}/255, "
-            f"{diff['share_8bit_differ']:.2%} of 8-bit values differ")
-
-
-def model_card(meta: dict, notes: str | None) -> str:
-    """MODEL_CARD.md: the facts of config.json in words, then the --card notes."""
-    ldm, ae = meta["ldm"], meta["ae"]
-    lm, am = ldm["metrics"], ae["metrics"]
-    def sources(cfg: dict) -> str:
-        return ", ".join(f"{k} {v:g}" for k, v in cfg["data"]["mix"].items() if v > 0)
-
-    labels = ldm["labels"]
-    conditioned = " and ".join(p for p, on in (("Pokemon type", labels["types"]), ("style", labels["styles"])) if on)
-
-    def machine(m: dict) -> str:
-        mm = m.get("machine") or {}
-        return f"{mm.get('cpu', '?')}, {mm.get('cores', '?')} cores" + (f", {mm['gpu']}" if mm.get("gpu") else "")
-
-    facts = [
-        "# Model card: pokediffusion release", "",
-        "A two-stage latent diffusion model that draws 64x64 Pokemon: a convolutional VAE (stage 1) and a DDPM with "
-        "a linear beta schedule whose U-Net predicts x0, trained on the VAE's normalised latents (stage 2).", "",
-        "## What is in this folder", "",
-        "| file | what | dtype | sha256 |", "| --- | --- | --- | --- |",
-        f"| `{ldm['file']}` | U-Net, EMA weights ({lm.get('parameters', 0) / 1e6:.2f}M parameters) | {ldm['dtype']} | "
-        f"`{ldm['sha256'][:16]}...` |",
-        f"| `{ae['file']}` | VAE | {ae['dtype']} | `{ae['sha256'][:16]}...` |",
-        "| `config.json` | both configs, latent statistics, labels, sources, metrics, fidelity | | |", "",
-        f"Sizes: {meta['sizes']['total_mb']:.2f} MB together. Against the float32 training weights ({meta['fidelity']['n']} "
-        f"DDIM-50 samples, float32 compute): {describe(meta['fidelity']['both'])}.", "",
-        "## Training", "",
-        f"- **Data**: {sources(ldm['config'])} (shares of a batch; `data.mix`); the held-out Pokedex numbers of "
-        "the split are never trained on. Data fingerprint (sprites/mixture.py): "
-        f"`{(ldm.get('data_fingerprint') or '?')[:16]}...`.",
-        f"- **Stage 1 (VAE)**: {am.get('steps', '?')} steps in {am.get('train_seconds', 0) / 60:.1f} min on "
-        f"{machine(am)} on {sources(ae['config'])}; held-out artwork PSNR {am.get('psnr_db', float('nan')):.2f} dB.",
-        f"- **Stage 2 (DDPM)**: {lm.get('steps', '?')} steps of {ldm['config']['train']['batch_size']} in "
-        f"{lm.get('train_seconds', 0) / 60:.1f} min on {machine(lm)} ({lm.get('train_img_per_s', '?')} img/s), "
-        f"EMA {ldm['config']['train']['ema_decay']}" + (f"; conditioned on the {conditioned} (classifier-free "
-                                                          "guidance)" if conditioned else "")
-        + (f"; fine-tuned from `{ldm['config']['train']['init']}` (these figures are the fine-tuning's)"
-           if ldm["config"]["train"].get("init") else "") + ".",
-        f"- **Sources**: `{ldm['source']}` and `{ae['source']}` (`python -m diffusion.release` made this folder).", "",
-    ]
-    return "\n".join(facts) + "\n" + (notes.rstrip() + "\n" if notes else "")
 
 
 def parse_args(argv: list[str]):

@@ -21,6 +21,9 @@ SDEdit, Meng et al. 2022): the subsequence then runs from t0 down to 0. With the
 prediction and eta = 0, eps_hat is the very noise that made x_{t0}, so every step lands on
 x_prev = sqrt(ab_prev) x_0 + sqrt(1 - ab_prev) eps and the last one on x_0 itself (the restoration
 diagnostic of reports/restore.py measures how far a trained model falls short of that).
+
+`x0_trajectory` runs DDIM and keeps the network's x0 predictions at chosen steps: where a sample's
+layout is decided (reports/trajectory.py).
 """
 from __future__ import annotations
 
@@ -109,3 +112,25 @@ def ddim_sample(denoise: Denoiser, schedule: LinearSchedule, shape: tuple, gener
         if progress is not None:
             progress.update(1)
     return x, recorded
+
+
+def x0_trajectory(denoise: Denoiser, schedule: LinearSchedule, shape: tuple, generator: torch.Generator,
+                  device: torch.device, clip: bool, steps: int, rows: int) -> tuple[torch.Tensor, list]:
+    """(x_0 of a DDIM run (eta = 0), [(t, x0_hat at step t on the CPU), ...] at `rows` of its steps).
+
+    The run is `ddim_sample` itself; a wrapper around the denoiser keeps the
+    predictions it makes at the chosen steps (clipped as the sampler clips them), so the samples are
+    exactly those of `diffusion.sample` with the same seed and steps (in float32)."""
+    taus = ddim_timesteps(schedule.T, steps)
+    chosen = {taus[i] for i in frame_steps(len(taus), rows)}  # as the sampler picks its GIF frames
+    kept = []
+
+    def recording(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x0_hat = denoise(x, t)
+        step = int(t[0])
+        if step in chosen:
+            kept.append((step, (x0_hat.float().clamp(-1, 1) if clip else x0_hat.float()).cpu()))
+        return x0_hat
+
+    x, _ = ddim_sample(recording, schedule, shape, generator, device, clip, steps=steps)
+    return x, kept

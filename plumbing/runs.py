@@ -27,8 +27,6 @@ from plumbing.device import machine_summary
 
 CHECKPOINT_ROOT = Path("checkpoints")
 # checkpoints/release/ holds the shipped weights (diffusion/release.py): committed, not a run folder.
-RELEASE_NAME = "release"
-RELEASE_AE, RELEASE_LDM, RELEASE_CONFIG = "ae.safetensors", "ldm.safetensors", "config.json"
 
 
 def new_run_dir(out: str | None, run_name: str) -> Path:
@@ -71,15 +69,10 @@ def writable_dir(path: str | Path) -> Path:
 
 def newest_run_file(filename: str, root: Path | None = None) -> Path | None:
     """The most recently written `<run>/<filename>` under `root` (default CHECKPOINT_ROOT), or None.
-    The shipped weights in <root>/release/ are not a run folder and are never picked here."""
+    The shipped weights (plumbing/release.py) are safetensors files, never a run's ae.pt or diffusion.pt."""
     root = CHECKPOINT_ROOT if root is None else root
-    found = [p for p in root.glob(f"*/{filename}") if p.is_file() and p.parent.name != RELEASE_NAME]
+    found = [p for p in root.glob(f"*/{filename}") if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
-
-
-def release_dir() -> Path:
-    """Where the shipped weights live: checkpoints/release/ (ldm.safetensors, ae.safetensors, config.json)."""
-    return CHECKPOINT_ROOT / RELEASE_NAME
 
 
 class RunLog:

@@ -34,7 +34,7 @@ from diffusion.pipeline import load_pipeline
 from plumbing.cli import UserError, run_main
 from plumbing.runs import writable_dir
 from reports.creature import block_shuffle, creature_scores, spread
-from reports.metrics import gaussian_blur
+from reports.measures import gaussian_blur
 from reports.pokenet import SHIPPED_DIR, SHIPPED_NAME, load_pokenet, predict, validation_artworks
 from sprites.dataset import load_sprites, to_unit_range
 

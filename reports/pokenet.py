@@ -1,8 +1,5 @@
 """PokeNet: a small CNN, trained from scratch, that names the Pokedex species of a 64x64 image.
-
-    python -m reports.pokenet [--config configs/pokenet.yaml] [--out DIR] [section.key=value ...]   train
-    python -m reports.pokenet --evaluate [WEIGHTS]        top-1 / top-5 of weights on the validation artworks
-    python -m reports.pokenet --ship RUN_DIR              copy a run's weights to checkpoints/pokenet/
+The command is `python -m reports.train_pokenet` (train, --evaluate, --ship).
 
 Why: a measure of generated samples needs features that know what a Pokemon looks like, and the
 usual ones (Inception, for FID) cannot be downloaded here and were trained on photographs. The
@@ -30,8 +27,6 @@ global average pooling to `features` numbers (the penultimate features), a linea
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -43,8 +38,8 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from plumbing.checkpoint import FORMAT_VERSION, cpu_state_dict, file_sha256, half_precision, load_checkpoint, save_atomic
-from plumbing.cli import UserError, run_main
-from plumbing.config import dump_yaml, from_dict, load_config, to_dict
+from plumbing.cli import UserError
+from plumbing.config import dump_yaml, from_dict, to_dict
 from plumbing.device import pick_device, seed_everything
 from plumbing.optim import scheduled_lr, set_learning_rate
 from plumbing.runs import RunLog, new_run_dir, save_loss_curve, write_json
@@ -331,7 +326,7 @@ def load_pokenet(path: str | Path, trust: bool = False, device="cpu") -> tuple[P
     path = Path(path)
     if not path.is_file():
         raise UserError(f"PokeNet weights {path} not found; they ship in {SHIPPED_DIR / SHIPPED_NAME} (git checkout), "
-                        "or train them with python -m reports.pokenet")
+                        "or train them with python -m reports.train_pokenet")
     digest = file_sha256(path)
     if not trust and digest not in KNOWN_SHA256:
         raise UserError(f"PokeNet weights {path} (sha256 {digest[:12]}) are not the shipped ones, so their measures do "
@@ -353,7 +348,7 @@ def ship(run_dir: Path, dest: Path = SHIPPED_DIR) -> dict:
     cfg = from_dict(PokeNetConfig, ckpt["config"])
     data = classifier_data(cfg.data)
     record = {"file": SHIPPED_NAME, "sha256": file_sha256(dest / SHIPPED_NAME), "source": str(src),
-              "source_sha256": file_sha256(src), "command": "python -m reports.pokenet (configs/pokenet.yaml)",
+              "source_sha256": file_sha256(src), "command": "python -m reports.train_pokenet (configs/pokenet.yaml)",
               "seed": cfg.seed, "data_fingerprint": ckpt["data_fingerprint"], "training": ckpt["metrics"],
               "validation_float16": validate(model, data), "classes": len(ckpt["classes"]),
               "size_mb": (dest / SHIPPED_NAME).stat().st_size / 1e6}
@@ -375,34 +370,3 @@ def validation_artworks(ckpt: dict, root: str, size: int = 64, cache_dir: str | 
     labels = torch.tensor([index.get(int(art.dex[i]), -1) if int(art.dex[i]) <= LAST_DEX else -1
                            for i in idx.tolist()])
     return art.images[idx], labels
-
-
-def main(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="python -m reports.pokenet", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/pokenet.yaml")
-    p.add_argument("--out", default=None, help="run folder (default: checkpoints/pokenet-<time>)")
-    p.add_argument("--evaluate", nargs="?", const=str(SHIPPED_DIR / SHIPPED_NAME), default=None, metavar="WEIGHTS",
-                   help="print the validation accuracy of weights (default: the shipped ones)")
-    p.add_argument("--ship", default=None, metavar="RUN_DIR", help=f"copy a run's weights to {SHIPPED_DIR}/")
-    p.add_argument("--data", default="data/pokemon", help="the artworks, for --evaluate (default: data/pokemon)")
-    p.add_argument("--trust-pokenet", action="store_true", help="evaluate weights whose sha256 is not a known one")
-    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_minutes=5")
-    args = p.parse_args(argv)
-    if args.ship:
-        record = ship(Path(args.ship))
-        print(json.dumps(record, indent=2))
-        return
-    if args.evaluate:
-        model, ckpt = load_pokenet(args.evaluate, args.trust_pokenet)
-        images, labels = validation_artworks(ckpt, args.data)
-        val = validate(model, images, labels)
-        print(f"{args.evaluate}: {val['colour']['n']} validation artworks of species seen in other styles: top-1 "
-              f"{val['colour']['top1']:.3f}, top-5 {val['colour']['top5']:.3f} in colour; top-1 {val['grey']['top1']:.3f}, "
-              f"top-5 {val['grey']['top5']:.3f} in grey")
-        return
-    train(load_config(PokeNetConfig, args.config, args.overrides), args.out)
-
-
-if __name__ == "__main__":
-    run_main(main)

@@ -25,14 +25,14 @@ import json
 import torch
 from PIL import Image
 
-from autoencoder.train import psnr
-from diffusion.forward import shown_sprites
+from autoencoder.trainer import psnr
 from diffusion.model import make_denoiser
 from diffusion.pipeline import Pipeline, load_pipeline
 from diffusion.sampling import ddim_sample
 from plumbing.cli import UserError, run_main
 from plumbing.pictures import grid_array, label_rows
 from plumbing.runs import writable_dir
+from reports.noising import shown_sprites
 from sprites.dataset import load_sprites, sprites_root, to_unit_range
 
 

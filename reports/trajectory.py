@@ -30,33 +30,10 @@ from PIL import Image
 from diffusion.guidance import DEFAULT_GUIDANCE
 from diffusion.model import make_denoiser
 from diffusion.pipeline import load_pipeline
-from diffusion.sampling import Denoiser, ddim_sample, ddim_timesteps, frame_steps
-from diffusion.schedule import LinearSchedule
+from diffusion.sampling import x0_trajectory
 from plumbing.cli import UserError, run_main
 from plumbing.pictures import grid_array, label_rows
 from plumbing.runs import writable_dir
-
-
-def x0_trajectory(denoise: Denoiser, schedule: LinearSchedule, shape: tuple, generator: torch.Generator,
-                  device: torch.device, clip: bool, steps: int, rows: int) -> tuple[torch.Tensor, list]:
-    """(x_0 of a DDIM run (eta = 0), [(t, x0_hat at step t on the CPU), ...] at `rows` of its steps).
-
-    The run is `diffusion.sampling.ddim_sample` itself; a wrapper around the denoiser keeps the
-    predictions it makes at the chosen steps (clipped as the sampler clips them), so the samples are
-    exactly those of `diffusion.sample` with the same seed and steps (in float32)."""
-    taus = ddim_timesteps(schedule.T, steps)
-    chosen = {taus[i] for i in frame_steps(len(taus), rows)}  # as the sampler picks its GIF frames
-    kept = []
-
-    def recording(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        x0_hat = denoise(x, t)
-        step = int(t[0])
-        if step in chosen:
-            kept.append((step, (x0_hat.float().clamp(-1, 1) if clip else x0_hat.float()).cpu()))
-        return x0_hat
-
-    x, _ = ddim_sample(recording, schedule, shape, generator, device, clip, steps=steps)
-    return x, kept
 
 
 def parse_args(argv: list[str]):

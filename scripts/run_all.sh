@@ -29,7 +29,7 @@ bash scripts/train_ae.sh --out "$ae_dir" "${own[@]}"
 ldm_dir="checkpoints/ldm-$(date +%Y%m%d-%H%M%S)"
 bash scripts/train_ldm.sh --out "$ldm_dir" ae.ckpt="$ae_dir/ae.pt" "${own[@]}"
 "$py" -m diffusion.sample --ckpt "$ldm_dir/diffusion.pt" --n 64 --sampler ddim --steps 50 --seed 0 --out samples --gif
-"$py" -m diffusion.forward --config configs/ldm.yaml --out forward ae.ckpt="$ae_dir/ae.pt" data.root="$POKEMON_DATA"
+"$py" -m reports.ends_in_noise --config configs/ldm.yaml --out forward ae.ckpt="$ae_dir/ae.pt" data.root="$POKEMON_DATA"
 echo
 echo "done: reconstructions $ae_dir/reconstructions.png, samples samples/grid.png and samples/reverse.gif,"
 echo "      forward process forward/forward_pixels.gif, histograms forward/hist_rgb.png and forward/hist_latent.png"

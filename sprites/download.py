@@ -21,115 +21,17 @@ integrity (or, from GitHub, a content fingerprint), unpacked, and decoded once i
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import os
-import shutil
 import sys
 import time
-import urllib.error
-import urllib.request
-import zipfile
 from pathlib import Path
 
-from PIL import Image
-
-from plumbing.cli import UserError, run_main, user_path
+from plumbing.cli import run_main, user_path
+from sprites.artworks import EXPECTED_COUNT, EXPECTED_FINGERPRINT, check_images, from_folder, from_internet
 from sprites.config import SOURCES, DataConfig
 from sprites.corpus import load_corpus
 from sprites.dataset import content_fingerprint
 from sprites.pokeapi import DEFAULT_DIR, ENV_TARBALL, PACKAGE, TARBALL_NAME, VERSION, get_corpus, local_tarball
-
-IMAGES_URL = "https://github.com/gerritgr/pokemon_diffusion/archive/refs/heads/main.zip"
-TYPES_URL = "https://raw.githubusercontent.com/Mtingggg/pokemon_diffusion/main/data/pokemon_stats.csv"
-EXPECTED_COUNT = 919
-# sprites.dataset.content_fingerprint of the 919 PNGs (name + bytes, in name order).
-EXPECTED_FINGERPRINT = "fcdaa99867e816cff7cdf5a9edf907b86c0a3d68190c3cb3f0212c702661c4cb"
-
-
-def fetch(url: str, timeout: float = 60.0) -> bytes:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.read()
-    except (urllib.error.URLError, TimeoutError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise UserError(f"cannot download {url} ({reason}); without internet, copy the data from a local "
-                        "folder: scripts/get_data.sh --from DIR (or POKEMON_DATA=DIR)")
-
-
-def verify_sums(folder: Path) -> int:
-    """Check the files listed in a SHA256SUMS beside or above `folder`; return how many were checked."""
-    for sums in (folder / "SHA256SUMS", folder.parent / "SHA256SUMS"):
-        if sums.is_file():
-            base, checked = sums.parent, 0
-            for line in sums.read_text().splitlines():
-                digest, _, rel = line.strip().partition("  ")
-                target = base / rel
-                if not rel or not target.is_file() or target.parent.resolve() != folder.resolve():
-                    continue
-                if hashlib.sha256(target.read_bytes()).hexdigest() != digest:
-                    raise UserError(f"{target} does not match its checksum in {sums}; the copy is damaged, "
-                                    "fetch it again")
-                checked += 1
-            return checked
-    return 0
-
-
-def check_images(folder: Path) -> int:
-    """Every PNG must decode; return the count."""
-    pngs = sorted(folder.glob("*.png"))
-    for p in pngs:
-        try:
-            with Image.open(p) as img:
-                img.verify()
-        except Exception:
-            raise UserError(f"{p} is not a readable PNG; fetch the data again")
-    return len(pngs)
-
-
-def from_internet(dest: Path) -> Path | None:
-    print(f"downloading {IMAGES_URL} ...")
-    blob = fetch(IMAGES_URL)
-    print(f"archive: {len(blob) / 1e6:.1f} MB, sha256 {hashlib.sha256(blob).hexdigest()[:16]}...")
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(blob))
-        bad = archive.testzip()
-    except zipfile.BadZipFile:
-        raise UserError(f"the download of {IMAGES_URL} is not a zip archive; try again later")
-    if bad is not None:
-        raise UserError(f"the archive is damaged ({bad}); try again")
-    dest.mkdir(parents=True, exist_ok=True)
-    n = 0
-    for info in archive.infolist():
-        parts = Path(info.filename).parts
-        # <repo>-main/pokemon/NAME.png
-        if len(parts) == 3 and parts[1] == "pokemon" and parts[2].endswith(".png"):
-            (dest / parts[2]).write_bytes(archive.read(info))
-            n += 1
-    if n == 0:
-        raise UserError("the archive holds no pokemon/*.png; the upstream layout changed, see README.md 'Data'")
-    print(f"downloading {TYPES_URL} ...")
-    table = dest.parent / "pokemon_stats.csv"
-    table.write_bytes(fetch(TYPES_URL))
-    return table
-
-
-def from_folder(src: Path, dest: Path) -> None:
-    if not src.is_dir():
-        raise UserError(f"data folder {src} does not exist; pass a folder of Pokemon PNGs to --from")
-    pngs = sorted(src.glob("*.png"))
-    if not pngs:
-        raise UserError(f"data folder {src} holds no PNG; pass a folder of Pokemon PNGs to --from")
-    checked = verify_sums(src)
-    if checked:
-        print(f"verified {checked} files against SHA256SUMS")
-    if src.resolve() != dest.resolve():
-        dest.mkdir(parents=True, exist_ok=True)
-        for p in pngs:
-            shutil.copy2(p, dest / p.name)
-    table = src.parent / "pokemon_stats.csv"
-    if table.is_file() and table.resolve() != (dest.parent / table.name).resolve():
-        shutil.copy2(table, dest.parent / table.name)
 
 
 def prepare_corpus(args) -> None:

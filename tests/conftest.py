@@ -66,19 +66,19 @@ def make_ae_config(sprite_dir, tmp_path, monkeypatch):
 @pytest.fixture
 def no_lpips(monkeypatch):
     """Training tries LPIPS for its final metrics; make that fail fast (as without weights)."""
-    import autoencoder.train
+    import autoencoder.trainer
     from tests.helpers import lpips_unavailable
 
-    monkeypatch.setattr(autoencoder.train, "load_lpips", lpips_unavailable)
+    monkeypatch.setattr(autoencoder.trainer, "load_lpips", lpips_unavailable)
 
 
 @pytest.fixture(scope="session")
 def tiny_runs(sprite_dir, tmp_path_factory) -> dict:
     """One tiny AE, latent DDPM and pixel DDPM on the synthetic sprites, trained once per test run for
     the report and release tests. Six of the 24 sprites are held out, enough for the metrics."""
-    import autoencoder.train as ae_train
+    import autoencoder.trainer as ae_trainer
     from autoencoder.config import AEConfig
-    from diffusion import train as dtrain
+    from diffusion import trainer as dtrainer
     from diffusion.config import DiffusionConfig
     from plumbing.config import load_config
     from tests.helpers import TINY_DIFFUSION, offline_training
@@ -87,11 +87,11 @@ def tiny_runs(sprite_dir, tmp_path_factory) -> dict:
     common = [f"data.root={sprite_dir}", f"data.cache_dir={root / 'cache'}"]
 
     with offline_training():
-        ae = ae_train.train(load_config(AEConfig, None, common + TINY_AE), str(root / "ae"))
+        ae = ae_trainer.train(load_config(AEConfig, None, common + TINY_AE), str(root / "ae"))
         ae_path = Path(ae["run_dir"]) / "ae.pt"
         diffusion = common + TINY_DIFFUSION + ["data.holdout=0.25", "train.epochs=3"]
-        ldm = dtrain.train(load_config(DiffusionConfig, None, diffusion + ["space=latent", f"ae.ckpt={ae_path}"]),
+        ldm = dtrainer.train(load_config(DiffusionConfig, None, diffusion + ["space=latent", f"ae.ckpt={ae_path}"]),
                            str(root / "ldm"))
-        pixel = dtrain.train(load_config(DiffusionConfig, None, diffusion + ["space=pixel"]), str(root / "pixel"))
+        pixel = dtrainer.train(load_config(DiffusionConfig, None, diffusion + ["space=pixel"]), str(root / "pixel"))
     return {"ae": Path(ae["run_dir"]), "ae_path": ae_path, "ldm": Path(ldm["run_dir"]),
             "pixel": Path(pixel["run_dir"]), "root": root}

@@ -99,7 +99,7 @@ TINY_DIFFUSION = [
 
 
 def lpips_unavailable(net: str = "alex"):
-    """Stands in for autoencoder.train.load_lpips: fails fast, as on a machine without the weights."""
+    """Stands in for autoencoder.trainer.load_lpips: fails fast, as on a machine without the weights."""
     from plumbing.cli import UserError
 
     raise UserError("LPIPS weights not available in tests")
@@ -112,11 +112,11 @@ def offline_training():
     so that fixtures shared by a module or by the whole test run can use it too."""
     import pytest
 
-    import autoencoder.train as ae_train
+    import autoencoder.trainer as ae_trainer
 
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("POKEMON_DATA", raising=False)
-        mp.setattr(ae_train, "load_lpips", lpips_unavailable)
+        mp.setattr(ae_trainer, "load_lpips", lpips_unavailable)
         yield mp
 
 

@@ -81,7 +81,7 @@ def test_unet_zero_augmentation_is_no_augmentation():
 
 
 def test_training_with_augmentation(sprite_dir, tmp_path):
-    from diffusion import train as dtrain
+    from diffusion import trainer as dtrainer
     from diffusion.config import DiffusionConfig
     from diffusion.pipeline import load_diffusion
     from plumbing.checkpoint import load_checkpoint
@@ -91,7 +91,7 @@ def test_training_with_augmentation(sprite_dir, tmp_path):
 
     args = [f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}", "space=pixel", *TINY_DIFFUSION,
             "train.epochs=3"]
-    result = dtrain.train(load_config(DiffusionConfig, None, [*args, "train.augment=0.5"]), str(tmp_path / "a"))
+    result = dtrainer.train(load_config(DiffusionConfig, None, [*args, "train.augment=0.5"]), str(tmp_path / "a"))
     assert result["steps"] > 0
     ckpt = load_checkpoint(tmp_path / "a" / "diffusion.pt")
     assert ckpt["ema"]["aug_emb.weight"].shape[1] == AUG_DIM

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusion import train as dtrain
+from diffusion import trainer as dtrainer
 from diffusion.config import DiffusionConfig
 from diffusion.labels import Labels, training_labels
 from diffusion.model import make_denoiser, num_types
@@ -50,7 +50,7 @@ def cond_run(sprite_dir, tmp_path_factory):
                                               "train.epochs=4"])
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("POKEMON_DATA", raising=False)
-        result = dtrain.train(cfg, str(root / "run"))
+        result = dtrainer.train(cfg, str(root / "run"))
     return {"cfg": cfg, "run_dir": Path(result["run_dir"]), "root": root}
 
 
@@ -137,7 +137,7 @@ def test_cli_unknown_type_lists_the_valid_ones(cond_run, tmp_path):
 def test_cli_type_on_an_unconditional_checkpoint(sprite_dir, tmp_path):
     cfg = load_config(DiffusionConfig, None, [f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}",
                                               "space=pixel", *TINY_DIFFUSION, "train.epochs=1"])
-    run = Path(dtrain.train(cfg, str(tmp_path / "run"))["run_dir"])
+    run = Path(dtrainer.train(cfg, str(tmp_path / "run"))["run_dir"])
     proc = _sample(["--ckpt", str(run / "diffusion.pt"), "--type", "Fire", "--out", str(tmp_path / "x")], tmp_path)
     assert proc.returncode == 2
     assert "without type labels" in proc.stderr and "Traceback" not in proc.stderr
@@ -150,7 +150,7 @@ def test_missing_type_table_is_a_user_error(sprite_dir, tmp_path):
                                               "space=pixel", "cond.labels=type1", f"cond.table={tmp_path / 'no.csv'}",
                                               *TINY_DIFFUSION])
     with pytest.raises(UserError, match="no.csv"):
-        dtrain.train(cfg, str(tmp_path / "run"))
+        dtrainer.train(cfg, str(tmp_path / "run"))
 
 
 def test_hue_report_runs_on_a_conditional_checkpoint(cond_run, tmp_path, monkeypatch):
@@ -169,10 +169,10 @@ def test_hue_report_runs_on_a_conditional_checkpoint(cond_run, tmp_path, monkeyp
 
 
 def test_report_type_grid_has_one_row_per_type(cond_run, tmp_path):
-    from reports import compare
+    from reports import comparison
 
     loaded = load_diffusion(cond_run["run_dir"] / "diffusion.pt", "cpu")
-    info = compare.type_grid(loaded, 2, 0, tmp_path / "types.png")
+    info = comparison.type_grid(loaded, 2, 0, tmp_path / "types.png")
     assert info["types"] == list(TYPES) and info["guidance"] == cond_run["cfg"].cond.guidance
     grid = Image.open(tmp_path / "types.png")
-    assert grid.size == (2 + compare.TYPE_ROW * 18, 2 + len(TYPES) * 18)  # 16 px tiles, 2 px padding
+    assert grid.size == (2 + comparison.TYPE_ROW * 18, 2 + len(TYPES) * 18)  # 16 px tiles, 2 px padding

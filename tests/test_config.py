@@ -197,7 +197,7 @@ def test_shipped_ae_configs_load(name):
 @pytest.mark.parametrize("name", [n for n in SHIPPED if n.startswith(("ldm", "pixel"))])
 def test_shipped_diffusion_configs_load(name):
     from diffusion.config import DiffusionConfig
-    from diffusion.train import build_schedule
+    from diffusion.model import build_schedule
 
     cfg = load_config(DiffusionConfig, REPO / "configs" / name, [])
     assert cfg.space == ("pixel" if name.startswith("pixel") else "latent")

@@ -374,20 +374,20 @@ def test_the_real_tarball_passes_its_checks(tmp_path):
 # --- training on a mixture ----------------------------------------------------------------------------
 
 def test_ae_and_latent_ddpm_train_on_a_mixture(numbered_sprites, corpus_dir, tmp_path):
-    import autoencoder.train as ae_train
+    import autoencoder.trainer as ae_trainer
     from autoencoder.config import AEConfig
-    from diffusion import train as dtrain
+    from diffusion import trainer as dtrainer
     from diffusion.config import DiffusionConfig
     from tests.helpers import TINY_AE, TINY_DIFFUSION, offline_training
 
     data = [f"data.root={numbered_sprites}", f"data.corpus={corpus_dir}", f"data.cache_dir={tmp_path / 'cache'}",
             "data.mix.artwork=0.5", "data.mix.sprite_front=0.25", "data.mix.sprite_back=0.25", "data.holdout=0.25"]
     with offline_training():
-        ae = ae_train.train(load_config(AEConfig, None, TINY_AE + data), str(tmp_path / "ae"))
+        ae = ae_trainer.train(load_config(AEConfig, None, TINY_AE + data), str(tmp_path / "ae"))
         assert ae["steps"] > 0 and ae["psnr_db"] > 5
         log = (tmp_path / "ae" / "log.txt").read_text()
         assert "sources (training images; share of a batch): artwork" in log and "sprite_back" in log
-        ldm = dtrain.train(load_config(DiffusionConfig, None, TINY_DIFFUSION + data + [
+        ldm = dtrainer.train(load_config(DiffusionConfig, None, TINY_DIFFUSION + data + [
             "space=latent", f"ae.ckpt={tmp_path / 'ae' / 'ae.pt'}", "train.epochs=1"]), str(tmp_path / "ldm"))
     assert ldm["steps"] > 0 and (tmp_path / "ldm" / "diffusion.pt").is_file()
 

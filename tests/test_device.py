@@ -61,7 +61,7 @@ def test_probe_measures_a_positive_ratio_once(monkeypatch):
 
 def test_deterministic_mode_runs_and_a_cpu_run_is_the_same_either_way(sprite_dir, tmp_path):
     """train.deterministic only changes CUDA kernels; on the CPU the weights are the same bit for bit."""
-    from diffusion import train as dtrain
+    from diffusion import trainer as dtrainer
     from diffusion.config import DiffusionConfig
     from plumbing.checkpoint import load_checkpoint
     from plumbing.config import load_config
@@ -71,7 +71,7 @@ def test_deterministic_mode_runs_and_a_cpu_run_is_the_same_either_way(sprite_dir
     args = [f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}", "space=pixel", *TINY_DIFFUSION,
             "train.epochs=2"]
     for name, extra in (("a", []), ("b", ["train.deterministic=true"])):
-        dtrain.train(load_config(DiffusionConfig, None, [*args, *extra]), str(tmp_path / name))
+        dtrainer.train(load_config(DiffusionConfig, None, [*args, *extra]), str(tmp_path / name))
     a, b = (load_checkpoint(tmp_path / n / "diffusion.pt")["ema"] for n in "ab")
     assert all(torch.equal(a[k], b[k]) for k in a)
     cpu = torch.device("cpu")
@@ -83,7 +83,7 @@ def test_deterministic_mode_runs_and_a_cpu_run_is_the_same_either_way(sprite_dir
 def test_channels_last_training_and_the_compile_wrapper(sprite_dir, tmp_path):
     """train.channels_last trains the same network in NHWC (to float rounding of the first steps);
     train.compile wraps the model in torch.compile, the weights staying those of the model."""
-    from diffusion import train as dtrain
+    from diffusion import trainer as dtrainer
     from diffusion.config import DiffusionConfig
     from plumbing.checkpoint import load_checkpoint
     from plumbing.config import load_config
@@ -93,7 +93,7 @@ def test_channels_last_training_and_the_compile_wrapper(sprite_dir, tmp_path):
     args = [f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}", "space=pixel", *TINY_DIFFUSION,
             "train.epochs=1"]
     for name, extra in (("a", []), ("b", ["train.channels_last=true"])):
-        dtrain.train(load_config(DiffusionConfig, None, [*args, *extra]), str(tmp_path / name))
+        dtrainer.train(load_config(DiffusionConfig, None, [*args, *extra]), str(tmp_path / name))
     a, b = (load_checkpoint(tmp_path / n / "diffusion.pt")["model"] for n in "ab")
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
     model = torch.nn.Linear(2, 2)

@@ -15,10 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-import autoencoder.train as ae_train
+import autoencoder.trainer as ae_trainer
 import diffusion.sample as dsample
 from autoencoder.config import AEConfig
-from diffusion import train as dtrain
+from diffusion import trainer as dtrainer
 from diffusion.config import DiffusionConfig
 from diffusion.model import make_denoiser
 from diffusion.pipeline import load_diffusion
@@ -39,7 +39,7 @@ def _diffusion_config(sprite_dir: Path, cache: Path, *overrides: str) -> Diffusi
 def _train(cfg, out: Path) -> dict:
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("POKEMON_DATA", raising=False)
-        return dtrain.train(cfg, str(out))
+        return dtrainer.train(cfg, str(out))
 
 
 def _logged_losses(run_dir: Path) -> list[float]:
@@ -85,7 +85,7 @@ def latent_run(sprite_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("latent")
     with offline_training():
         ae_cfg = load_config(AEConfig, None, [f"data.root={sprite_dir}", f"data.cache_dir={root / 'cache'}"] + TINY_AE)
-        ae_result = ae_train.train(ae_cfg, str(root / "ae"))
+        ae_result = ae_trainer.train(ae_cfg, str(root / "ae"))
     ae_path = Path(ae_result["run_dir"]) / "ae.pt"
     assert ae_path.is_file()
     cfg = _diffusion_config(sprite_dir, root / "cache", "space=latent", f"ae.ckpt={ae_path}", "train.epochs=10",

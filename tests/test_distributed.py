@@ -17,8 +17,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-import autoencoder.train as ae_train
+import autoencoder.trainer as ae_trainer
 import diffusion.train as dtrain
+from diffusion.model import build_unet
 from autoencoder.config import AEConfig
 from plumbing.checkpoint import load_checkpoint
 from plumbing.cli import UserError
@@ -44,9 +45,9 @@ def _ae_worker(rank: int, world: int, port: int, overrides: list[str], out: str)
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    ae_train.load_lpips = lpips_unavailable
+    ae_trainer.load_lpips = lpips_unavailable
     seen = []  # the batch size of every training forward pass of this process
-    build_vae = ae_train.build_vae
+    build_vae = ae_trainer.build_vae
 
     def recording_vae(cfg):
         vae = build_vae(cfg)
@@ -58,8 +59,8 @@ def _ae_worker(rank: int, world: int, port: int, overrides: list[str], out: str)
         vae.forward = record
         return vae
 
-    ae_train.build_vae = recording_vae
-    ae_train.train(load_config(AEConfig, None, overrides), out)
+    ae_trainer.build_vae = recording_vae
+    ae_trainer.train(load_config(AEConfig, None, overrides), out)
     Path(out, f"batches_rank{rank}.txt").write_text(" ".join(map(str, seen)))
     # train() left the group and freed its DDP wrapper itself, before any interpreter shutdown
     ddp_alive = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
@@ -92,7 +93,7 @@ def _assert_same_function(a: dict, b: dict) -> None:
     for part in ("model", "ema"):
         nets = []
         for ckpt in (a, b):
-            net = dtrain.build_unet(cfg, a["space"]["shape"][0]).eval()
+            net = build_unet(cfg, a["space"]["shape"][0]).eval()
             net.load_state_dict(ckpt[part])
             nets.append(net)
         with torch.no_grad():
@@ -110,7 +111,7 @@ def test_ae_two_processes_equal_one(sprite_dir, tmp_path, no_lpips):
     # 21 training images, global batches of 8 (4 per process), 3 epochs: 6 steps
     overrides = [f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}", *TINY_AE, "train.epochs=3",
                  "train.ckpt_every=1"]
-    one = ae_train.train(load_config(AEConfig, None, overrides), str(tmp_path / "one"))
+    one = ae_trainer.train(load_config(AEConfig, None, overrides), str(tmp_path / "one"))
     assert one["steps"] == 6
     mp.spawn(_ae_worker, args=(2, _free_port(), overrides, str(tmp_path / "two")), nprocs=2, join=True)
     a, b = (load_checkpoint(tmp_path / name / "ae.pt", kind="autoencoder") for name in ("one", "two"))

@@ -1,5 +1,5 @@
 """scripts/gpu_run.sh --smoke: the whole GPU run at toy size on the CPU, so that it cannot rot while
-no GPU is at hand (benchmarks/gpu_run.py)."""
+no GPU is at hand (reports/gpu_run.py)."""
 from __future__ import annotations
 
 import csv

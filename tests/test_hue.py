@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from reports.hue import hue_angles, hue_summary, total_variation
+from reports.colour import hue_angles, hue_summary, total_variation
 
 
 def _image(rgb: tuple[float, float, float], size: int = 4) -> torch.Tensor:

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from reports import metrics as M
+from plumbing.cli import run_main
+from reports import measures as M
+from reports import metrics
+from reports import reference as R
 from sprites.dataset import composite_on_white, to_unit_range
 from tests.helpers import REPO, make_sprite, subprocess_env
 
@@ -150,7 +153,7 @@ def test_fid_kid_with_a_broken_weights_file_is_none_with_a_note(real, tmp_path, 
 # --- the calibration rows and the command ----------------------------------------------------------
 
 def test_reference_rows_order_best_to_worst(real):
-    rows = M.reference_rows(real[:120], real[120:], fid=False, swd_patches=1024)
+    rows = R.reference_rows(real[:120], real[120:], fid=False, swd_patches=1024)
     assert list(rows) == ["holdout", "holdout_blurred", "noise"]
     hold, blur, bad = rows["holdout"], rows["holdout_blurred"], rows["noise"]
     assert hold["swd"]["mean"] < blur["swd"]["mean"] < bad["swd"]["mean"]
@@ -185,7 +188,7 @@ def test_command_writes_json_and_prints_a_table(tmp_path, sprite_dir):
 def test_command_on_an_empty_folder_is_one_line_error(tmp_path, sprite_dir, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit) as exit_:
-        M.run_main(M.main, ["--samples", str(tmp_path / "empty"), "--data", str(sprite_dir)])
+        run_main(metrics.main, ["--samples", str(tmp_path / "empty"), "--data", str(sprite_dir)])
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: no numbered sample PNGs")
@@ -231,8 +234,6 @@ def test_command_prints_the_creature_measures_with_a_pokenet(tmp_path):
 def test_memorisation_against_every_source_catches_a_copied_game_sprite(tmp_path):
     """Samples that copy corpus frames are memorised against every source, not against the artworks;
     precomputed mirrored features give the same answer as the images themselves."""
-    from types import SimpleNamespace
-
     from sprites.corpus import load_corpus
     from sprites.dataset import load_sprites
     from tests.helpers import write_corpus, write_sprites
@@ -244,8 +245,7 @@ def test_memorisation_against_every_source_catches_a_copied_game_sprite(tmp_path
     corpus = load_corpus(corpus_dir, 32, tmp_path / "cache")
     held = torch.isin(corpus.dex, sprites.dex[sprites.holdout_idx])
     copies = to_unit_range(corpus.images[~held][:8])
-    args = SimpleNamespace(corpus=str(corpus_dir), cache_dir=str(tmp_path / "cache"))
-    every = M.memorisation_all_sources(copies, sprites, holdout, args)
+    every = R.memorisation_all_sources(copies, sprites, holdout, str(corpus_dir), str(tmp_path / "cache"))
     assert every["rate"] == 1.0 and all("/" in name for name in every["nearest_train_name"])
     assert every["references"] == len(sprites.train_idx) + int((~held).sum())
     only_art = M.memorisation(copies, to_unit_range(sprites.train()), holdout)

@@ -11,9 +11,11 @@ import pytest
 import torch
 
 import autoencoder.train as ae_train
+import autoencoder.trainer as ae_trainer
 from autoencoder.latents import build_vae, encode_posterior
 from autoencoder.config import AEConfig
 from diffusion import train as dtrain
+from diffusion import trainer as dtrainer
 from diffusion.config import DiffusionConfig
 from diffusion.pipeline import load_pipeline
 from plumbing.cli import UserError
@@ -106,7 +108,7 @@ SMALL_GUARD = functools.partial(DivergenceGuard, fast=2, slow=20, warmup=6, pati
 
 def _poisoned(monkeypatch, start: int, fault):
     """predict_x0 of the diffusion trainer, with `fault` applied to its output from training step `start` on."""
-    real = dtrain.predict_x0
+    real = dtrainer.predict_x0
     calls = {"n": 0}
 
     def predict(model, xt, t, use_bf16, labels=None):
@@ -117,20 +119,20 @@ def _poisoned(monkeypatch, start: int, fault):
                 return fault(out)
         return out
 
-    monkeypatch.setattr(dtrain, "predict_x0", predict)
+    monkeypatch.setattr(dtrainer, "predict_x0", predict)
 
 
 @pytest.mark.parametrize("fault, words", [(lambda x: x + 10.0, "the loss diverged from step 13 on"),
                                           (lambda x: x * float("nan"), "the loss became nan at step 13")])
 def test_a_diverging_diffusion_run_stops_itself_naming_the_last_good_state(sprite_dir, tmp_path, monkeypatch, fault,
                                                                            words, capsys):
-    monkeypatch.setattr(dtrain, "DivergenceGuard", SMALL_GUARD)
+    monkeypatch.setattr(dtrainer, "DivergenceGuard", SMALL_GUARD)
     _poisoned(monkeypatch, 13, fault)
     run = tmp_path / "run"
     argv = ["--out", str(run), f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}", "space=pixel",
             *TINY_DIFFUSION, "train.ckpt_every=5", "train.keep_last=5"]
     with pytest.raises(Diverged) as err:
-        dtrain.train(*dtrain.parse_args(argv))
+        dtrainer.train(*dtrain.parse_args(argv))
     line = str(err.value)
     assert words in line and "\n" not in line
     assert f"last good state checkpoint: {run / 'state-00000010.pt'}" in line
@@ -142,14 +144,14 @@ def test_a_diverging_diffusion_run_stops_itself_naming_the_last_good_state(sprit
 
 def test_a_stopped_diverged_run_can_be_fine_tuned_from_its_last_good_state(sprite_dir, tmp_path, monkeypatch):
     """train.init takes a state file: the EMA weights of the last good state."""
-    monkeypatch.setattr(dtrain, "DivergenceGuard", SMALL_GUARD)
+    monkeypatch.setattr(dtrainer, "DivergenceGuard", SMALL_GUARD)
     _poisoned(monkeypatch, 13, lambda x: x + 10.0)
     run = tmp_path / "run"
     common = [f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}", "space=pixel", *TINY_DIFFUSION]
     with pytest.raises(Diverged):
-        dtrain.train(*dtrain.parse_args(["--out", str(run), *common, "train.ckpt_every=5"]))
+        dtrainer.train(*dtrain.parse_args(["--out", str(run), *common, "train.ckpt_every=5"]))
     monkeypatch.undo()
-    done = dtrain.train(*dtrain.parse_args(["--out", str(tmp_path / "ft"), *common, "train.epochs=1",
+    done = dtrainer.train(*dtrain.parse_args(["--out", str(tmp_path / "ft"), *common, "train.epochs=1",
                                             f"train.init={run / 'state-00000010.pt'}", "train.lr=1e-3"]))
     assert Path(done["run_dir"], "diffusion.pt").is_file()
 
@@ -192,7 +194,7 @@ def test_images_flag_trains_on_that_folder_alone(sprite_dir, tmp_path, no_lpips)
         ae_train.parse_args(["--images", str(sprite_dir), "data.mix.sprite_front=0.3"])
     with pytest.raises(UserError, match="--images"):
         ae_train.parse_args(["--resume", str(tmp_path), "--images", str(sprite_dir)])
-    result = ae_train.train(*ae_train.parse_args(["--images", str(sprite_dir), "--out", str(tmp_path / "ae"),
+    result = ae_trainer.train(*ae_train.parse_args(["--images", str(sprite_dir), "--out", str(tmp_path / "ae"),
                                                   f"data.cache_dir={tmp_path / 'cache'}", *TINY_AE]))
     log = Path(result["run_dir"], "log.txt").read_text()
     assert f"data {sprite_dir}: 22 train / 2 held-out" in log and "sources" not in log

@@ -14,7 +14,7 @@ from scipy import stats
 
 from diffusion.schedule import LinearSchedule
 from sprites.dataset import load_sprites, to_unit_range
-from sprites.download import EXPECTED_COUNT, EXPECTED_FINGERPRINT
+from sprites.artworks import EXPECTED_COUNT, EXPECTED_FINGERPRINT
 
 REAL = os.environ.get("POKEMON_DATA")
 pytestmark = pytest.mark.skipif(not REAL or not Path(REAL).is_dir(), reason="POKEMON_DATA not set to the sprite folder")

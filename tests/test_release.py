@@ -15,7 +15,8 @@ from diffusion import release
 from diffusion.pipeline import load_diffusion
 from plumbing.checkpoint import file_sha256, half_precision, load_checkpoint
 from plumbing.cli import UserError, run_main
-from plumbing.runs import newest_run_file, release_dir
+from plumbing.release import image_difference, model_card, release_dir
+from plumbing.runs import newest_run_file
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_released_model_loads_in_float32_and_samples_like_the_source(released, t
     src = load_diffusion(tiny_runs["ldm"] / "diffusion.pt", "cpu")
     a, _, _ = rel.generate(3, 1, steps=3, bf16=False)
     b, _, _ = src.generate(3, 1, steps=3, bf16=False)
-    assert release.image_difference(b, a)["max_abs_8bit"] <= 8
+    assert image_difference(b, a)["max_abs_8bit"] <= 8
 
 
 def test_sample_without_ckpt_uses_the_release_then_prefers_a_run(released, tiny_runs, tmp_path, capsys):
@@ -96,7 +97,7 @@ def test_moved_release_still_loads_and_a_damaged_one_says_so(released, tmp_path)
 
 def test_fine_tuning_starts_from_the_release(released, tiny_runs, sprite_dir, tmp_path):
     """train.init=RELEASE: the run starts from the release's EMA weights and keeps its AE (by sha256)."""
-    from diffusion import train as dtrain
+    from diffusion import trainer as dtrainer
     from diffusion.config import DiffusionConfig
     from plumbing.config import load_config
     from tests.helpers import TINY_DIFFUSION, offline_training
@@ -109,7 +110,7 @@ def test_fine_tuning_starts_from_the_release(released, tiny_runs, sprite_dir, tm
                                               "data.holdout=0.25", f"train.init={released}", "train.lr=1e-12",
                                               "train.ema_decay=0"])
     with offline_training():
-        result = dtrain.train(cfg, str(tmp_path / "ft"))
+        result = dtrainer.train(cfg, str(tmp_path / "ft"))
     ckpt = load_checkpoint(tmp_path / "ft" / "diffusion.pt", kind="diffusion")
     assert ckpt["ae"]["sha256"] == file_sha256(released / "ae.safetensors")
     start = load_file(released / "ldm.safetensors")
@@ -119,14 +120,14 @@ def test_fine_tuning_starts_from_the_release(released, tiny_runs, sprite_dir, tm
     wrong = load_config(DiffusionConfig, None, [f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}",
                                                 *TINY_DIFFUSION, "model.channels=[8,16]", f"train.init={released}"])
     with pytest.raises(UserError, match="model.channels"):
-        dtrain.train(wrong, str(tmp_path / "bad"))
+        dtrainer.train(wrong, str(tmp_path / "bad"))
 
 
 def test_model_card_says_what_a_fine_tuned_model_started_from(released):
     meta = json.loads((released / "config.json").read_text())
-    assert "fine-tuned from" not in release.model_card(meta, None)
+    assert "fine-tuned from" not in model_card(meta, None)
     meta["ldm"]["config"]["train"]["init"] = "checkpoints/long-run"
-    assert "fine-tuned from `checkpoints/long-run`" in release.model_card(meta, None)
+    assert "fine-tuned from `checkpoints/long-run`" in model_card(meta, None)
 
 
 def test_no_checkpoint_at_all_is_a_user_error(tmp_path, capsys):

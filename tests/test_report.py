@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from plumbing.cli import run_main
-from reports import compare
+from plumbing.pictures import fit_budget
+from reports import compare, comparison
 
 NOTES = "We tried *tiny* models.\n\n- what works: the plumbing\n- next: real runs\n"
 VERDICT = "Tiny models: the *plumbing* works end to end."
@@ -101,22 +102,22 @@ def test_notes_and_verdict_are_included_verbatim(report):
 
 
 def test_without_notes_the_discussion_says_so():
-    text = compare.section_discussion(None)
+    text = comparison.section_discussion(None)
     assert "Discussion: not written" in text and "--notes" in text
 
 
-def _run(space: str, metrics: dict, max_minutes: float = 15.0) -> compare.Run:
+def _run(space: str, metrics: dict, max_minutes: float = 15.0) -> comparison.Run:
     from diffusion.config import DiffusionConfig
 
     cfg = DiffusionConfig()
     cfg.train.max_minutes = max_minutes
-    return compare.Run(space, Path(f"{space}.pt"), Path(space), cfg, metrics, None)
+    return comparison.Run(space, Path(f"{space}.pt"), Path(space), cfg, metrics, None)
 
 
 @pytest.mark.parametrize("latent_s, pixel_s, equal", [(900.0, 950.0, True), (900.0, 1000.0, False)])
 def test_equal_compute_sentences(latent_s, pixel_s, equal):
     machine = {"cpu": "X", "cores": 2, "threads": 2, "torch": "2"}
-    facts = compare.equal_compute(_run("latent", {"train_seconds": latent_s, "machine": machine}),
+    facts = comparison.equal_compute(_run("latent", {"train_seconds": latent_s, "machine": machine}),
                                   _run("pixel", {"train_seconds": pixel_s, "machine": dict(machine)}))
     text = "\n".join(facts["sentences"])
     assert facts["equal"] is equal
@@ -125,24 +126,24 @@ def test_equal_compute_sentences(latent_s, pixel_s, equal):
 
 
 def test_equal_compute_names_other_machines_budgets_and_missing_records():
-    other = compare.equal_compute(_run("latent", {"train_seconds": 900.0, "machine": {"cpu": "A"}}, 15.0),
+    other = comparison.equal_compute(_run("latent", {"train_seconds": 900.0, "machine": {"cpu": "A"}}, 15.0),
                                   _run("pixel", {"train_seconds": 900.0, "machine": {"cpu": "B"}}, 10.0))
     text = "\n".join(other["sentences"])
     assert "different machines" in text and "budgets differ" in text and not other["equal"]
-    missing = "\n".join(compare.equal_compute(_run("latent", {}), _run("pixel", {}))["sentences"])
+    missing = "\n".join(comparison.equal_compute(_run("latent", {}), _run("pixel", {}))["sentences"])
     assert "cannot be checked" in missing and "do not both record their machine" in missing
 
 
 def test_hue_table_and_type_grid_section(tiny_runs):
     rows = [{"type": "Fire", "set": "samples, guidance 3", "warm": 0.5, "green": 0.1, "blue": 0.2,
              "tv_to_type": 0.25, "tv_to_other": 0.5}]
-    ldm = compare.Run("latent", tiny_runs["ldm"] / "diffusion.pt", tiny_runs["ldm"], None, {}, None)
-    text = compare.section_types({"types": ["Bug", "Dark"], "per_type": 8, "guidance": 3.0},
+    ldm = comparison.Run("latent", tiny_runs["ldm"] / "diffusion.pt", tiny_runs["ldm"], None, {}, None)
+    text = comparison.section_types({"types": ["Bug", "Dark"], "per_type": 8, "guidance": 3.0},
                                  {"checkpoint": "elsewhere.pt", "n": 32, "seed": 0, "rows": rows}, ldm)
     assert "![one row of samples per Pokemon type](types_latent.png)" in text
     assert "| Fire | samples, guidance 3 | 0.50 | 0.10 | 0.20 | 0.250 | 0.500 |" in text
     assert "not this report's LDM" in text
-    assert compare.section_types(None, None, ldm) == ""
+    assert comparison.section_types(None, None, ldm) == ""
 
 
 # --- user errors: one line, exit status 2, before any work -------------------------------------------
@@ -204,7 +205,7 @@ def test_moved_run_folder_still_finds_its_files(tiny_runs, tmp_path):
     moved = tmp_path / "ldm"
     shutil.copytree(tiny_runs["ldm"], moved)
     (moved / "metrics.json").unlink()
-    run = compare.load_run(str(moved), "latent", "--ldm")
+    run = comparison.load_run(str(moved), "latent", "--ldm")
     # Compare with the files the runs wrote (a tiny run can round to 0.0 s, so no "> 0" here).
     ldm_metrics = json.loads((tiny_runs["ldm"] / "metrics.json").read_text())
     ae_metrics = json.loads((tiny_runs["ae"] / "metrics.json").read_text())
@@ -226,10 +227,10 @@ def test_gifs_are_thinned_until_the_figures_fit(tmp_path):
     (tmp_path / "c.png").write_bytes(b"x" * 1000)
     names = ["a.gif", "b.gif", "c.png"]
     full = sum((tmp_path / n).stat().st_size for n in names) / 1e6
-    size, thinned = compare.fit_budget(tmp_path, names, full)  # already within the budget
+    size, thinned = fit_budget(tmp_path, names, full)  # already within the budget
     assert thinned == {} and size == pytest.approx(full)
-    size, thinned = compare.fit_budget(tmp_path, names, 0.8 * full)
+    size, thinned = fit_budget(tmp_path, names, 0.8 * full)
     assert size <= 0.8 * full and list(thinned.values()) == [11]  # frames 0, 2, ..., 18 and the last, 19
     assert Image.open(tmp_path / next(iter(thinned))).n_frames == 11
-    size, thinned = compare.fit_budget(tmp_path, names, 0.0)  # cannot fit: 20 -> 11 -> 6 -> 4 frames, then stops
+    size, thinned = fit_budget(tmp_path, names, 0.0)  # cannot fit: 20 -> 11 -> 6 -> 4 frames, then stops
     assert all(Image.open(tmp_path / n).n_frames == 4 for n in ("a.gif", "b.gif")) and size > 0

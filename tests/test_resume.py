@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import autoencoder.train as ae_train
+import autoencoder.trainer as ae_trainer
 import diffusion.train as dtrain
 from plumbing.checkpoint import load_checkpoint
 from plumbing.cli import UserError, run_main
@@ -146,7 +147,7 @@ def test_sigterm_stops_after_the_step_and_says_how_to_resume(ae_reference, sprit
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_state(sprite_dir, tmp_path, no_lpips, capsys,
                                                                       monkeypatch):
     """A loss that turns NaN at the 5th step: the run stops there, the state after step 4 stays."""
-    real_build = ae_train.build_vae
+    real_build = ae_trainer.build_vae
 
     def poisoned_vae(cfg):
         vae = real_build(cfg)
@@ -160,7 +161,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_state(sprite_dir
         vae.forward = nan_from_step_5
         return vae
 
-    monkeypatch.setattr(ae_train, "build_vae", poisoned_vae)
+    monkeypatch.setattr(ae_trainer, "build_vae", poisoned_vae)
     run = tmp_path / "run"
     argv = ["--out", str(run), f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}",
             *TINY_AE, *RESUME_RUN, "train.ckpt_every=2"]

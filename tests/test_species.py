@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion import train as dtrain
+from diffusion import trainer as dtrainer
 from diffusion.config import DiffusionConfig
 from diffusion.guidance import dropped
 from diffusion.labels import Labels, SpeciesKnown, fusion_weights, requested, sample_rows, training_labels
@@ -53,7 +53,7 @@ def species_run(sprite_dir, tmp_path_factory):
                                               "train.epochs=3", "train.sample_n=8"])
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("POKEMON_DATA", raising=False)
-        result = dtrain.train(cfg, str(root / "run"))
+        result = dtrainer.train(cfg, str(root / "run"))
     return {"cfg": cfg, "run_dir": Path(result["run_dir"]), "root": root, "data": data}
 
 

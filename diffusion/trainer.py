@@ -1,0 +1,323 @@
+"""Train the stage-2 DDPM (x0-prediction, linear schedule) in latent or pixel space: `train(cfg)`,
+called by the command (diffusion/train.py), the GPU runner and the tests.
+
+Training objective, per batch (Ho et al. 2020 with the x0 parameterisation):
+    log SNR ~ N(log_snr_mean, log_snr_std^2), t = the step with that log SNR,   eps ~ N(0, I),
+    x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps
+    L = mean_b || f_theta(x_t, t[, labels]) - x_0 ||^2 / D        (D = dimensions of x_0)
+
+With labels (cond.labels, cond.style) each kind is replaced by "no label" with probability
+cond.drop_prob, on its own, for classifier-free guidance (diffusion/guidance.py). With
+train.augment > 0 the x_0 are augmented without leaking (diffusion/augment.py).
+
+Writes into the run folder (default checkpoints/<run_name>-<timestamp>/): config.yaml, log.txt,
+loss.png, samples_epochNNNN.png, samples.png (EMA weights, DDIM), metrics.json, diffusion.pt, and
+state-<step>.pt training-state checkpoints for --resume.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from pathlib import Path
+
+import torch
+
+from diffusion.augment import augment
+from diffusion.config import DiffusionConfig
+from diffusion.guidance import dropped
+from diffusion.labels import Labels, species_record, training_labels
+from diffusion.model import build_schedule, build_unet, make_denoiser, num_species, num_styles, num_types, predict_x0
+from diffusion.pipeline import STATE_KIND, read_diffusion
+from diffusion.sampling import ddim_sample
+from diffusion.schedule import LinearSchedule
+from diffusion.space import latent_cache, training_space
+from plumbing.checkpoint import FORMAT_VERSION, cpu_state_dict, load_checkpoint
+from plumbing.cli import UserError
+from plumbing.config import to_dict
+from plumbing.device import bf16_pays, precision_note, seed_everything, to_device
+from plumbing.distributed import start_processes
+from plumbing.guard import DivergenceGuard, diverged
+from plumbing.release import is_release
+from plumbing.optim import EMA, scheduled_lr, set_learning_rate
+from plumbing.pictures import save_grid
+from plumbing.resume import (RESUMABLE_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint,
+                             state_files)
+from plumbing.runs import RunLog, TrainingBar, finish_run, open_run_dir, training_metrics
+from sprites.config import SOURCES
+from sprites.labels import NULL_SPECIES, TYPES, label_counts
+from sprites.mixture import load_data, source_counts, training_batches
+
+CHECKPOINT_NAME = "diffusion.pt"
+COMMAND = "python -m diffusion.train"
+# What --resume may change: only keys that leave the trained weights as they are (the sample grids
+# draw from their own generator; a moved AE must have the same sha256).
+RESUME_KEYS = RESUMABLE_KEYS | {"train.sample_every", "train.sample_n", "ae.ckpt", "train.init"}
+# What a fine-tuning run (train.init) must share with the model it starts from: the network's shape.
+INIT_KEYS = ("space", "data.size", "model.channels", "model.blocks", "model.attention_levels", "model.heads",
+             "cond.labels", "cond.style", "cond.species")
+# What --images DIR sets besides the data: a folder of one's own pictures has no Pokemon labels.
+NO_LABELS = ["cond.labels=none", "cond.style=false", "cond.species=false"]
+# The species of a species model's training-time grids, one per row: Bulbasaur, Charmander, Squirtle,
+# Jigglypuff, Eevee, Gengar, Snorlax, Mewtwo (all in the corpus and trained on under the default split;
+# Pikachu, 25, is held out).
+GRID_SPECIES = (1, 4, 7, 39, 133, 94, 143, 150)
+
+
+def grid_labels(cfg: DiffusionConfig, n: int, per_row: int = 8) -> Labels | None:
+    """Labels of a training-time sample grid: one species per row of `per_row` (GRID_SPECIES, style
+    artwork when also style-conditional), else one type per row (types in order; style artwork when
+    also style-conditional), or one style per row for a style-only model."""
+    row = torch.arange(n) // per_row
+    if num_species(cfg):
+        species = torch.tensor(GRID_SPECIES)[row % len(GRID_SPECIES)] - 1
+        return Labels(None, torch.zeros(n, dtype=torch.long) if num_styles(cfg) else None, species)
+    if num_types(cfg):
+        return Labels(row % len(TYPES), torch.zeros(n, dtype=torch.long) if num_styles(cfg) else None)
+    if num_styles(cfg):
+        return Labels(None, row % len(SOURCES))
+    return None
+
+
+def draw_t(schedule: LinearSchedule, n: int, cfg, gen: torch.Generator) -> torch.Tensor:
+    """The training steps t of one batch: lambda ~ N(log_snr_mean, log_snr_std^2), t = argmin_s |log SNR(s) - lambda|.
+
+    Under t ~ Uniform{0..T-1} (Ho et al. 2020) about half the steps of the linear schedule have
+    SNR < 0.09, where the best x0 estimate is little more than the data mean; the log-normal puts
+    most steps at SNR 0.1-100, where the shapes are decided (Karras et al. 2022, sec. 5:
+    ln sigma ~ N(-1.2, 1.2^2) for data of std 0.5, which is log SNR ~ N(1.0, 2.4^2) for unit-variance
+    data, sigma^2 = 1 / SNR; docs/design.md has the comparison)."""
+    log_snr = cfg.log_snr_mean + cfg.log_snr_std * torch.randn(n, generator=gen, dtype=torch.float64)
+    return schedule.t_from_log_snr(log_snr)
+
+
+@torch.no_grad()
+def sample_grid(model, schedule, space, cfg: DiffusionConfig, device, use_bf16: bool, n: int, seed: int) -> torch.Tensor:
+    """n samples (DDIM, config's steps and eta) decoded to pixels, from a fixed seed."""
+    gen = torch.Generator().manual_seed(seed)
+    model.eval()
+    denoise = make_denoiser(model, device, use_bf16, grid_labels(cfg, n), cfg.cond.guidance)
+    x, _ = ddim_sample(denoise, schedule, (n, *space.shape), gen, device, space.clip, steps=cfg.sample.steps,
+                       eta=cfg.sample.eta)
+    model.train()
+    return space.decode(x).cpu()
+
+
+def init_model(path: str) -> dict:
+    """{"config", "ema", "ae"} of train.init: a release, a diffusion.pt, a finished run folder, or a
+    stopped one (no diffusion.pt yet: the EMA weights of its newest training state, state-<step>.pt)."""
+    folder = Path(path)
+    if folder.is_dir() and not (folder / CHECKPOINT_NAME).is_file() and not is_release(folder):
+        states = state_files(folder)
+        if not states:
+            raise UserError(f"train.init={path} holds neither {CHECKPOINT_NAME} nor a training state (state-*.pt); "
+                            "pass a release, a run folder or a diffusion.pt")
+        state = load_checkpoint(states[-1], kind=STATE_KIND)
+        return {"config": state["config"], "ema": state["ema"]["shadow"], "ae": state["ae"]}
+    return read_diffusion(path)
+
+
+def starting_point(cfg: DiffusionConfig) -> tuple[dict | None, dict | None]:
+    """(EMA weights, AE record) of the model a fine-tuning run starts from (train.init), else (None, None).
+    Its space and network must be the config's (INIT_KEYS)."""
+    if not cfg.train.init:
+        return None, None
+    init = init_model(cfg.train.init)
+    mine, theirs = to_dict(cfg), init["config"]
+    if (mine["train"]["augment"] > 0) != (theirs["train"]["augment"] > 0):
+        raise UserError(f"train.init={cfg.train.init} was trained with train.augment={theirs['train']['augment']}; "
+                        "fine-tune with augmentation on or off as it was (the network's augmentation input)")
+    for key in INIT_KEYS:
+        a, b = mine, theirs
+        for part in key.split("."):
+            a, b = a[part], b[part]
+        if a != b:
+            raise UserError(f"train.init={cfg.train.init} has {key}={b}, this config {key}={a}; set {key}={b} "
+                            "(fine-tuning keeps the network)")
+    return init["ema"], init["ae"]
+
+
+def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None = None) -> dict:
+    """Train a DDPM from scratch or from train.init (into `out`), or continue the run `resumed`."""
+    procs = start_processes(cfg.device, cfg.train.deterministic)  # this process among torchrun's, its device
+    device = procs.device
+    rows = procs.local_rows(cfg.train.batch_size)  # this process's rows of every global batch
+    gen = seed_everything(cfg.seed)  # every draw of a step: t, noise, label dropout
+    schedule = build_schedule(cfg)
+    schedule.check_ends_in_noise(force=cfg.schedule.force)  # data-free check before any work
+    init_weights, init_ae = starting_point(cfg) if not resumed else (None, None)
+    data = load_data(cfg.data)
+    check_fingerprint(resumed, data.fingerprint, cfg.data.root)
+    train_images = data.train()
+    labels = training_labels(cfg, data)
+    train_labels = None if labels is None else labels.index(data.train_idx)
+    batches = training_batches(data, cfg.data, cfg.train.batch_size, cfg.seed)
+    space, ae_record = training_space(cfg, device, resumed.state["ae"] if resumed else init_ae)
+    run_dir = open_run_dir(out, cfg, resumed and resumed.run_dir, procs.is_main)
+    log = RunLog(run_dir)  # silent on processes other than the first (no run folder)
+    use_bf16 = cfg.train.bf16 and bf16_pays(device)
+    log(f"run folder {run_dir} | device {device} | space {space.name} {space.shape} | "
+        f"{precision_note(device, cfg.train.bf16)}")
+    if procs.distributed:
+        log(f"{procs.world_size} processes, {rows.stop - rows.start} images each of every batch of "
+            f"{cfg.train.batch_size}")
+    if ae_record:
+        log(f"AE {ae_record['path']} (sha256 {ae_record['sha256'][:12]})")
+    if cfg.data.uses_corpus():
+        log(f"sources (training images; share of a batch): {source_counts(data, cfg.data)}")
+    if train_labels is not None and train_labels.type is not None:
+        counts = label_counts(train_labels.type)
+        log(f"conditioning on Type 1 ({len(train_labels) - counts['unlabelled']} labelled, {counts['unlabelled']} "
+            f"unlabelled training images, trained as 'no label'); label dropout {cfg.cond.drop_prob}")
+    if train_labels is not None and train_labels.style is not None:
+        log(f"conditioning on the style ({', '.join(SOURCES)}); label dropout {cfg.cond.drop_prob}")
+    species = species_record(cfg, data) if num_species(cfg) else {}
+    label_record = {"types": list(TYPES) if num_types(cfg) else [], "styles": list(SOURCES) if num_styles(cfg) else [],
+                    **species}
+    if species:
+        unnamed = int((train_labels.species == NULL_SPECIES).sum())
+        log(f"conditioning on the species ({len(species['trained_species'])} Pokedex numbers; {unnamed} training images "
+            f"of numbers the table does not name, trained as 'no label'); label dropout {cfg.cond.drop_prob}")
+    t0 = time.time()
+    images_key = hashlib.sha256(f"{data.fingerprint};{data.train_idx.tolist()}".encode()).hexdigest()
+    space.prepare(train_images, latent_cache(cfg.data.cache_dir, ae_record["sha256"], images_key) if ae_record else None)
+    log(f"{len(train_images)} training images prepared in {time.time() - t0:.1f}s")
+    diag = schedule.check_ends_in_noise(space.all_x0(), force=cfg.schedule.force)
+    log(f"schedule T={schedule.T}, betas {schedule.beta_start:.3g}..{schedule.beta_end:.3g}: alpha_bar_T "
+        f"{diag['alpha_bar_T']:.2e}, SNR_T {diag['snr_T']:.2e}, KL(q(x_T|x_0)||N(0,I)) {diag['kl_per_dim']:.2e} nats/dim")
+
+    model = build_unet(cfg, space.shape[0]).to(device)
+    if init_weights is not None:
+        model.load_state_dict({k: v.float() for k, v in init_weights.items()})
+        log(f"starting from the EMA weights of {cfg.train.init}")
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    ema = EMA(model, cfg.train.ema_decay)
+    sampler_model = build_unet(cfg, space.shape[0]).to(device).to(memory_format=memory_format)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"U-Net {n_params / 1e6:.2f}M parameters")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+
+    # Training-state checkpoints (plumbing/resume.py): everything the next step depends on.
+    state = TrainingState(run_dir, STATE_KIND, COMMAND, cfg, parts={"model": model, "ema": ema, "optimizer": opt},
+                          generators={"noise": gen}, device=device, every=cfg.train.ckpt_every,
+                          keep_last=cfg.train.keep_last, enabled=procs.is_main,
+                          extra={"data_fingerprint": data.fingerprint, "ae": ae_record, "labels": label_record})
+    progress = state.restore(resumed) if resumed else Progress(history={"loss": []})
+    if resumed:
+        log(f"resumed from {resumed.path} at step {progress.step} (epoch {progress.epoch}, batch {progress.batch})")
+    train_model = procs.wrap(model, cfg.train.compile)  # DDP over the processes, torch.compile if asked
+    procs.seed_dropout(cfg.seed, progress.step)  # several processes: each its own dropout noise
+
+    total_steps = cfg.train.epochs * len(batches)
+    if cfg.train.max_steps:  # a step budget: the schedule spans it, and the run stops there
+        total_steps = min(total_steps, cfg.train.max_steps)
+    losses = progress.history["loss"]
+    guard = DivergenceGuard()
+    guard.replay(losses)  # a resumed run's guard stands where it stood
+    stopped_early = False
+    progress.start_clock()
+    bar = TrainingBar(f"DDPM ({space.name})", total_steps, cfg.train.max_minutes, progress, not procs.is_main)
+    # Ctrl-C / SIGTERM: finish the step, write a state checkpoint, exit (the bar closes on any exit).
+    with StopSignals() as stop, bar:
+        for epoch in range(progress.epoch, cfg.train.epochs):
+            for idx, flip in batches.epoch(epoch, start=progress.batch):
+                lr = scheduled_lr(cfg.train, progress.step, total_steps, progress.seconds())
+                if lr is None or progress.step >= total_steps:  # the time or step budget is used up
+                    stopped_early = True
+                    break
+                set_learning_rate(opt, lr)
+                # Every process draws the whole global batch (the draws one process would make) and
+                # trains on its own rows of it.
+                x0 = space.batch(idx, flip)
+                t = draw_t(schedule, len(x0), cfg.train, gen)
+                noise = torch.randn(x0.shape, generator=gen)
+                y = None
+                if train_labels is not None:  # classifier-free guidance: drop some labels to "no label"
+                    y = dropped(train_labels.index(idx), cfg.cond.drop_prob, gen)
+                if cfg.train.augment > 0:  # non-leaking augmentation: the network is told the transforms
+                    x0, aug = augment(x0, cfg.train.augment, gen)
+                    y = Labels(aug=aug) if y is None else dataclasses.replace(y, aug=aug)
+                y = None if y is None else y.index(rows).to(device)
+                x0, t, noise = x0[rows], t[rows], noise[rows]
+                xt = schedule.q_sample(x0, t, noise)
+                x0, xt, t = (to_device(v, device) for v in (x0, xt, t))  # pinned, non-blocking on CUDA
+                xt = xt.contiguous(memory_format=memory_format)
+                x0_hat = predict_x0(train_model, xt, t, use_bf16, y)
+                loss = (x0_hat - x0).pow(2).mean()
+                logged = procs.mean(loss.detach()).item()  # the same on every process
+                fired = guard.step(logged)  # a non-finite or diverging loss stops the run (plumbing/guard.py)
+                if fired:
+                    err = diverged(guard, fired, progress.step + 1, logged, run_dir, cfg.train.lr, can_init=True)
+                    log(f"stopped: {err}")
+                    raise err
+                opt.zero_grad(set_to_none=True)
+                loss.backward()  # with DDP: gradients averaged over the processes
+                if cfg.train.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                opt.step()
+                ema.update(model)
+
+                losses.append(logged)
+                progress.done_step()
+                bar.step(progress, epoch=epoch, loss=f"{logged:.4f}")
+                if progress.step % cfg.train.log_every == 0:
+                    log(f"epoch {epoch} step {progress.step}/{total_steps} loss {logged:.4f} "
+                        f"lr {opt.param_groups[0]['lr']:.2e}")
+                state.end_of_step(progress, stop, procs, log)  # state checkpoint when due; stop on a signal
+            if stopped_early:
+                break
+            if (procs.is_main and cfg.train.sample_every and (epoch + 1) % cfg.train.sample_every == 0
+                    and epoch + 1 < cfg.train.epochs):
+                sampler_model.load_state_dict(ema.shadow)
+                grid = sample_grid(sampler_model, schedule, space, cfg, device, use_bf16, cfg.train.sample_n, cfg.seed)
+                save_grid(grid, run_dir / f"samples_epoch{epoch + 1:04d}.png")
+            progress.next_epoch(epoch + 1)
+    train_seconds = progress.seconds()
+    if stopped_early:
+        budget = (f"step budget of {cfg.train.max_steps}" if cfg.train.max_steps and progress.step >= total_steps
+                  else f"time budget of {cfg.train.max_minutes} min")
+        log(f"{budget} reached after {progress.step} steps")
+    del train_model  # the DDP wrapper holds the process group: drop it before procs.finish()
+    procs.check_same_weights({**model.state_dict(), **{f"ema.{k}": v for k, v in ema.shadow.items()}})
+    if not procs.is_main:  # process 0 alone samples and writes
+        procs.finish()
+        return {"run_dir": None, "rank": procs.rank}
+
+    sampler_model.load_state_dict(ema.shadow)
+    t0 = time.time()
+    grid = sample_grid(sampler_model, schedule, space, cfg, device, use_bf16, cfg.train.sample_n, cfg.seed)
+    sample_seconds = time.time() - t0
+    save_grid(grid, run_dir / "samples.png")
+    last_epoch = losses[-len(batches):]
+    metrics = {
+        "space": space.name,
+        **training_metrics(progress.step, cfg.train.batch_size, len(batches), train_seconds, n_params, device,
+                           use_bf16),
+        "final_loss": losses[-1] if losses else None,
+        "final_loss_mean_last_epoch": sum(last_epoch) / len(last_epoch) if last_epoch else None,
+        f"sample_seconds_{cfg.train.sample_n}_ddim{cfg.sample.steps}": round(sample_seconds, 2),
+        "schedule": diag,
+    }
+    ckpt = {
+        "kind": "diffusion",
+        "format": FORMAT_VERSION,
+        "config": to_dict(cfg),
+        "space": {"name": space.name, "shape": list(space.shape)},
+        "model": cpu_state_dict(model),
+        "ema": cpu_state_dict(ema.shadow),
+        "ae": ae_record,
+        "labels": label_record,
+        "data_fingerprint": data.fingerprint,
+        "metrics": {k: v for k, v in metrics.items() if k != "schedule"},
+    }
+    path = finish_run(run_dir, ckpt, CHECKPOINT_NAME, metrics, {"x0 MSE (log-normal noise levels)": losses},
+                      title=f"DDPM training in {space.name} space ({cfg.run_name})")
+    log(f"{progress.step} steps in {train_seconds / 60:.1f} min ({metrics['train_img_per_s']} img/s), "
+        f"final loss {metrics['final_loss_mean_last_epoch']:.4f}; {cfg.train.sample_n} DDIM-{cfg.sample.steps} "
+        f"samples in {sample_seconds:.1f}s")
+    log(f"saved {path}")
+    procs.finish()
+    return {"run_dir": str(run_dir), **metrics}
+
+
