@@ -1,1 +1,2 @@
-"""Stage 1: the convolutional VAE (model, losses, training, and what stage 2 loads from it)."""
+"""Stage 1: the convolutional VAE (vae.py), its losses (losses.py), training (trainer.py; the command is
+train.py) and what stage 2 loads from it (latents.py)."""

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from autoencoder.config import AEConfig
-from autoencoder.model import VAE
+from autoencoder.vae import VAE
 from plumbing.checkpoint import load_checkpoint
 from plumbing.config import from_dict
 from plumbing.release import read_part

@@ -3,7 +3,7 @@
 Total generator loss per batch (weights from the config's `loss` section):
 
     L = l1_weight * mean|x - x_hat|
-      + colour_weight * mean|W (x - x_hat)|      (W: colour whitening, see model.py)
+      + colour_weight * mean|W (x - x_hat)|      (W: colour whitening, see vae.py)
       + perceptual_weight * mean LPIPS(x, x_hat)
       + kl_weight * mean_b KL(q(z|x_b) || N(0, I)) / D        (D = 3*H*W pixel values)
       + disc_weight * (-mean D(x_hat))            (hinge generator loss, after the share disc_start of training)
@@ -40,7 +40,7 @@ def kl_to_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Ten
 def colour_l1(vae: nn.Module, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Mean L1 on whitened colours, mean |W (x_hat - x)| (the `colour_weight` term above, and the
     colour part of the scale-equivariance term): every colour axis counts alike
-    (autoencoder/model.py, VAE.whiten)."""
+    (autoencoder/vae.py, VAE.whiten)."""
     return (vae.whiten(x_hat) - vae.whiten(x)).abs().mean()
 
 

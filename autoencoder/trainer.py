@@ -24,7 +24,7 @@ from plumbing.distributed import start_processes
 from plumbing.guard import DivergenceGuard, diverged
 from plumbing.optim import schedule_position, scheduled_lr, set_learning_rate
 from plumbing.pictures import save_grid
-from plumbing.resume import RESUMABLE_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint
+from plumbing.resume import COMMON_RESUME_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint
 from plumbing.runs import RunLog, TrainingBar, finish_run, open_run_dir, training_metrics
 from sprites.dataset import pixel_batch, to_unit_range
 from sprites.mixture import drawn_sample, load_data, source_counts, training_batches
@@ -33,7 +33,7 @@ CHECKPOINT_NAME = "ae.pt"
 STATE_KIND = "autoencoder-state"
 COMMAND = "python -m autoencoder.train"
 # What --resume may change: only keys that leave the trained weights as they are.
-RESUME_KEYS = RESUMABLE_KEYS | {"train.grid_every"}
+RESUME_KEYS = COMMON_RESUME_KEYS | {"train.grid_every"}
 STATS_IMAGES = 8192  # images for the colour and latent statistics (all of them when the set is smaller)
 
 
@@ -95,7 +95,7 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
     gen = seed_everything(cfg.seed)  # posterior noise (the data order has its own (seed, epoch) generators)
     lpips_model = None
     if cfg.loss.perceptual_weight > 0:  # fail before any work when the weights are missing
-        lpips_model = load_lpips(cfg.loss.perceptual_net).to(device)
+        lpips_model = load_lpips().to(device)
     data = load_data(cfg.data)
     check_fingerprint(resumed, data.fingerprint, cfg.data.root)
     batches = training_batches(data, cfg.data, cfg.train.batch_size, cfg.seed)
@@ -118,14 +118,12 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
     vae = build_vae(cfg)
     vae.set_colour_statistics(to_unit_range(stats_images))
     vae = vae.to(device)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    vae = vae.to(memory_format=memory_format)
     n_params = sum(p.numel() for p in vae.parameters())
     latent_shape = (cfg.model.latent_channels, cfg.data.size // vae.downsample_factor,
                     cfg.data.size // vae.downsample_factor)
     log(f"VAE {n_params / 1e6:.2f}M parameters, f={vae.downsample_factor}, latent "
         f"{latent_shape[0]}x{latent_shape[1]}x{latent_shape[2]}")
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.train.lr, weight_decay=0.0,
                             betas=(0.9, 0.99))
     disc = opt_d = None
     if cfg.loss.disc_weight > 0:
@@ -163,7 +161,6 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
                 # Every process draws the posterior noise of the whole global batch and takes its rows.
                 eps = torch.randn((len(idx), *latent_shape), generator=gen)[rows]
                 x = to_device(pixel_batch(data.images, data.train_idx[idx[rows]], flip[rows]), device)
-                x = x.contiguous(memory_format=memory_format)
                 eps = to_device(eps, device)
                 with autocast(device, use_bf16):
                     x_hat, mean, logvar = train_vae(x, eps)
@@ -234,7 +231,7 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
     # Evaluation on the held-out split, with LPIPS where its weights are present.
     if lpips_model is None:
         try:
-            lpips_model = load_lpips(cfg.loss.perceptual_net).to(device)
+            lpips_model = load_lpips().to(device)
         except UserError as err:
             log(f"held-out LPIPS not computed: {err}")
     metrics, recon = evaluate(vae, holdout, device, lpips_model)

@@ -23,9 +23,9 @@ from torch.utils.flop_counter import FlopCounterMode
 import benchmarks.harness  # noqa: F401  (teaches the FLOP counter torch's CPU attention kernel)
 from benchmarks.jobs import peak_rss_mb
 from diffusion.labels import Labels
-from diffusion.model import make_denoiser, num_styles, num_types, predict_x0
+from diffusion.denoiser import make_denoiser, num_styles, num_types, predict_x0
 from diffusion.pipeline import Pipeline, load_diffusion
-from diffusion.sampling import ddim_timesteps
+from diffusion.samplers import ddim_timesteps
 from plumbing.device import pick_device
 from sprites.dataset import to_uint8
 

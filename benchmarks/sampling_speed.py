@@ -16,8 +16,8 @@ from autoencoder.config import AEConfig
 from autoencoder.latents import build_vae
 from benchmarks.harness import Plan, median_seconds
 from diffusion.config import DiffusionConfig
-from diffusion.sampling import ddim_sample, ddpm_sample
-from diffusion.model import build_schedule, build_unet, make_denoiser
+from diffusion.samplers import ddim_sample, ddpm_sample
+from diffusion.denoiser import build_schedule, build_unet, make_denoiser
 from diffusion.space import LatentSpace
 from plumbing.config import load_config
 from plumbing.device import bf16_pays
@@ -34,7 +34,7 @@ def untrained_pipeline(ae_config: str | Path, ae_overrides: list[str], ldm_confi
     vae = build_vae(ae_cfg).eval().requires_grad_(False)
     c = vae.latent_channels
     identity_stats = {"scale": 1.0, "channel_mean": [0.0] * c, "channel_std": [1.0] * c}
-    space = LatentSpace(vae, identity_stats, cfg.ae.norm, CPU, ae_cfg.data.size)
+    space = LatentSpace(vae, identity_stats, CPU, ae_cfg.data.size)
     unet = build_unet(cfg, c).eval().requires_grad_(False)
     schedule = build_schedule(cfg)
     use_bf16 = cfg.train.bf16 and bf16_pays(CPU)

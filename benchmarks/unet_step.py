@@ -20,7 +20,7 @@ import torch
 
 from benchmarks.harness import Plan, in_layouts, summarise
 from diffusion.config import DiffusionConfig, UNetConfig
-from diffusion.model import build_schedule, build_unet
+from diffusion.denoiser import build_schedule, build_unet
 from plumbing.config import load_config
 from plumbing.device import autocast, bf16_pays
 

@@ -6,7 +6,7 @@ baseline (space: pixel, configs/pixel.yaml): the space is the only difference.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from plumbing.cli import UserError
 from plumbing.config import check_range
@@ -17,7 +17,6 @@ from sprites.config import DataConfig
 @dataclass
 class AESection:
     ckpt: Optional[str] = None       # AE checkpoint; null = the newest checkpoints/*/ae.pt
-    norm: Literal["global", "channel"] = "channel"      # latent normalisation (see diffusion/space.py)
 
 
 @dataclass
@@ -39,11 +38,10 @@ class UNetConfig:
 
 
 @dataclass
-class TrainConfig:
+class DDPMTrainConfig:
     epochs: int = 300
     batch_size: int = 32
     lr: float = 2e-3
-    weight_decay: float = 0.0
     warmup_steps: int = 200
     lr_min_ratio: float = 0.05
     grad_clip: float = 1.0
@@ -53,7 +51,6 @@ class TrainConfig:
     log_snr_mean: float = 1.0
     log_snr_std: float = 2.4
     bf16: bool = True                # bf16 autocast where the hardware supports it natively
-    channels_last: bool = False
     log_every: int = 50
     sample_every: int = 50           # epochs between sample grids (0: only at the end)
     sample_n: int = 64
@@ -80,7 +77,6 @@ class ConditionConfig:
     labels: Literal["none", "type1"] = "none"   # "type1": condition on each image's Type 1
     style: bool = False              # condition on the source: artwork, dream_world, sprite_front, sprite_back
     species: bool = False            # condition on the Pokedex number (sprites/labels.py: 1..721 named by the table)
-    table: Optional[str] = None      # type table; null: pokemon_stats.csv beside data.root's folder
     drop_prob: float = 0.15          # share of labels replaced by "no label" in training (each kind on its own)
     guidance: float = 1.0            # guidance scale s of the training-time sample grids: the sampler's
                                      # default (diffusion.guidance.DEFAULT_GUIDANCE), one pass per step
@@ -95,6 +91,9 @@ class SampleConfig:
 
 @dataclass
 class DiffusionConfig:
+    # Keys of stored configs that every run now has at one value (plumbing/config.py, without_retired).
+    RETIRED: ClassVar[dict] = {"ae.norm": "channel", "train.weight_decay": 0.0, "train.channels_last": False,
+                               "cond.table": None}
     seed: int = 0
     device: str = "auto"
     run_name: str = "ldm"
@@ -103,7 +102,7 @@ class DiffusionConfig:
     ae: AESection = field(default_factory=AESection)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     model: UNetConfig = field(default_factory=UNetConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: DDPMTrainConfig = field(default_factory=DDPMTrainConfig)
     cond: ConditionConfig = field(default_factory=ConditionConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 

@@ -12,7 +12,7 @@ predictions are extrapolated away from the unconditional one (`guided_x0`):
 
 Ho & Salimans write it on the noise prediction, eps~ = (1 + w) eps_cond - w eps_uncond, i.e.
 s = 1 + w. For an x0-predicting network the two are the same thing. With a = sqrt(ab_t) and
-b = sqrt(1 - ab_t), the noise implied by an x0 prediction (diffusion/sampling.py) is
+b = sqrt(1 - ab_t), the noise implied by an x0 prediction (diffusion/samplers.py) is
 
     eps(x0_hat) = (x_t - a x0_hat) / b,
 

@@ -26,7 +26,7 @@ import torch
 from diffusion.config import DiffusionConfig
 from plumbing.cli import UserError
 from sprites.config import SOURCES
-from sprites.dataset import SpriteSet
+from sprites.dataset import ImageSet
 from sprites.labels import (NULL_LABEL, NULL_SPECIES, TYPES, SpeciesTable, default_table_path, load_species_table,
                             load_type_table, lookup_names, parse_species, parse_type, species_labels, type_labels)
 
@@ -84,11 +84,11 @@ def null_species_like(species: torch.Tensor) -> torch.Tensor:
 
 
 def table_path(cfg: DiffusionConfig):
-    """The type table of a config: cond.table, else beside the artwork folder."""
-    return cfg.cond.table or default_table_path(cfg.data.root)
+    """The type table of a config: pokemon_stats.csv beside the artwork folder (where the download puts it)."""
+    return default_table_path(cfg.data.root)
 
 
-def training_labels(cfg: DiffusionConfig, data: SpriteSet) -> Labels | None:
+def training_labels(cfg: DiffusionConfig, data: ImageSet) -> Labels | None:
     """The labels of every image of the set, or None for an unconditional model: Type 1 from the type
     table (sprites/labels.py; unlabelled images get "no label"), the style (each image's source) and
     the species (its Pokedex number, where the table names it)."""
@@ -103,7 +103,7 @@ def training_labels(cfg: DiffusionConfig, data: SpriteSet) -> Labels | None:
     return None if types is None and styles is None and species is None else Labels(types, styles, species)
 
 
-def species_record(cfg: DiffusionConfig, data: SpriteSet) -> dict:
+def species_record(cfg: DiffusionConfig, data: ImageSet) -> dict:
     """What a species model's checkpoint records: the species table {number: name} and the numbers
     it trained on (every held-out number of the split is missing from them)."""
     table = load_species_table(table_path(cfg))

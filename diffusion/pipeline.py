@@ -29,8 +29,8 @@ from PIL import Image
 from diffusion.config import DiffusionConfig
 from diffusion.guidance import DEFAULT_GUIDANCE
 from diffusion.labels import Labels, SpeciesKnown, requested
-from diffusion.model import build_schedule, build_unet, make_denoiser, num_species, num_styles, num_types
-from diffusion.sampling import ddim_sample, ddpm_sample
+from diffusion.denoiser import build_schedule, build_unet, make_denoiser, num_species, num_styles, num_types
+from diffusion.samplers import ddim_sample, ddpm_sample
 from diffusion.schedule import LinearSchedule
 from diffusion.space import Space, checkpoint_space
 from diffusion.unet import UNet

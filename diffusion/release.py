@@ -36,9 +36,9 @@ from pathlib import Path
 
 import torch
 
-from diffusion.model import make_denoiser
+from diffusion.denoiser import make_denoiser
 from diffusion.pipeline import load_diffusion
-from diffusion.sampling import ddim_sample
+from diffusion.samplers import ddim_sample
 from diffusion.space import find_ae
 from plumbing.checkpoint import load_checkpoint
 from plumbing.cli import UserError, run_main, user_path

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from diffusion.guidance import DEFAULT_GUIDANCE
 from diffusion.labels import write_labels_csv
 from diffusion.pipeline import check_request, default_checkpoint, load_pipeline
-from diffusion.sampling import ddim_timesteps
+from diffusion.samplers import ddim_timesteps
 from plumbing.cli import UserError, run_main, user_path
 from plumbing.pictures import grid_array, label_rows, save_gif, save_grid, save_image
 from plumbing.runs import writable_dir

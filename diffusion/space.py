@@ -10,8 +10,8 @@ schedule, the U-Net, the loss and the samplers are the same code. A space (`Spac
     decode(x)     x_0 (or any x_t) -> pixels in [-1, 1]
     all_x0()      every training x_0 (unflipped), for statistics
 
-Latent normalisation (see autoencoder/latents.py): "global" multiplies by one scale factor
-s = 1 / std(z) (Rombach et al. 2022); "channel" standardises each channel, (z_c - m_c) / s_c. The
+Latent normalisation (see autoencoder/latents.py): each channel is standardised, (z_c - m_c) / s_c,
+with the per-channel mean and std of the training latents stored in the AE checkpoint. The
 latent x_0 of an image is its posterior mean (the VAE's q(z|x) sampled anew each epoch gave worse
 samples: docs/design.md, "What the DDPM trains on").
 
@@ -79,16 +79,12 @@ class LatentSpace:
     name = "latent"
     clip = False  # latents have no known range: never clip them
 
-    def __init__(self, vae, latent_stats: dict, norm: str, device: torch.device, size: int):
-        self.vae, self.device, self.norm = vae, device, norm
+    def __init__(self, vae, latent_stats: dict, device: torch.device, size: int):
+        self.vae, self.device = vae, device
         c = vae.latent_channels
         self.shape = (c, size // vae.downsample_factor, size // vae.downsample_factor)
-        if norm == "global":
-            self.shift = torch.zeros(1, c, 1, 1)
-            self.scale = torch.full((1, c, 1, 1), latent_stats["scale"])
-        else:  # per-channel standardisation
-            self.shift = torch.tensor(latent_stats["channel_mean"]).view(1, c, 1, 1)
-            self.scale = 1.0 / torch.tensor(latent_stats["channel_std"]).view(1, c, 1, 1)
+        self.shift = torch.tensor(latent_stats["channel_mean"]).view(1, c, 1, 1)          # m_c
+        self.scale = 1.0 / torch.tensor(latent_stats["channel_std"]).view(1, c, 1, 1)     # 1 / s_c
         self.post_mean = None
 
     def prepare(self, images_uint8: torch.Tensor, cache: Path | None = None, batch_size: int = 64) -> None:
@@ -167,7 +163,7 @@ def latent_space(ae_path: Path, cfg: DiffusionConfig, device: torch.device) -> L
     if ae_size != cfg.data.size:
         raise UserError(f"data.size={cfg.data.size} but the AE {ae_path} was trained at {ae_size}px; "
                         f"set data.size={ae_size}")
-    return LatentSpace(vae, ae_ckpt["latent"], cfg.ae.norm, device, cfg.data.size)
+    return LatentSpace(vae, ae_ckpt["latent"], device, cfg.data.size)
 
 
 def training_space(cfg: DiffusionConfig, device: torch.device, trained_on: dict | None = None):

@@ -27,9 +27,9 @@ from diffusion.augment import augment
 from diffusion.config import DiffusionConfig
 from diffusion.guidance import dropped
 from diffusion.labels import Labels, species_record, training_labels
-from diffusion.model import build_schedule, build_unet, make_denoiser, num_species, num_styles, num_types, predict_x0
+from diffusion.denoiser import build_schedule, build_unet, make_denoiser, num_species, num_styles, num_types, predict_x0
 from diffusion.pipeline import STATE_KIND, read_diffusion
-from diffusion.sampling import ddim_sample
+from diffusion.samplers import ddim_sample
 from diffusion.schedule import LinearSchedule
 from diffusion.space import latent_cache, training_space
 from plumbing.checkpoint import FORMAT_VERSION, cpu_state_dict, load_checkpoint
@@ -41,7 +41,7 @@ from plumbing.guard import DivergenceGuard, diverged
 from plumbing.release import is_release
 from plumbing.optim import EMA, scheduled_lr, set_learning_rate
 from plumbing.pictures import save_grid
-from plumbing.resume import (RESUMABLE_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint,
+from plumbing.resume import (COMMON_RESUME_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint,
                              state_files)
 from plumbing.runs import RunLog, TrainingBar, finish_run, open_run_dir, training_metrics
 from sprites.config import SOURCES
@@ -52,7 +52,7 @@ CHECKPOINT_NAME = "diffusion.pt"
 COMMAND = "python -m diffusion.train"
 # What --resume may change: only keys that leave the trained weights as they are (the sample grids
 # draw from their own generator; a moved AE must have the same sha256).
-RESUME_KEYS = RESUMABLE_KEYS | {"train.sample_every", "train.sample_n", "ae.ckpt", "train.init"}
+RESUME_KEYS = COMMON_RESUME_KEYS | {"train.sample_every", "train.sample_n", "ae.ckpt", "train.init"}
 # What a fine-tuning run (train.init) must share with the model it starts from: the network's shape.
 INIT_KEYS = ("space", "data.size", "model.channels", "model.blocks", "model.attention_levels", "model.heads",
              "cond.labels", "cond.style", "cond.species")
@@ -190,13 +190,11 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     if init_weights is not None:
         model.load_state_dict({k: v.float() for k, v in init_weights.items()})
         log(f"starting from the EMA weights of {cfg.train.init}")
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
     ema = EMA(model, cfg.train.ema_decay)
-    sampler_model = build_unet(cfg, space.shape[0]).to(device).to(memory_format=memory_format)
+    sampler_model = build_unet(cfg, space.shape[0]).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"U-Net {n_params / 1e6:.2f}M parameters")
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=0.0)
 
     # Training-state checkpoints (plumbing/resume.py): everything the next step depends on.
     state = TrainingState(run_dir, STATE_KIND, COMMAND, cfg, parts={"model": model, "ema": ema, "optimizer": opt},
@@ -242,7 +240,6 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
                 x0, t, noise = x0[rows], t[rows], noise[rows]
                 xt = schedule.q_sample(x0, t, noise)
                 x0, xt, t = (to_device(v, device) for v in (x0, xt, t))  # pinned, non-blocking on CUDA
-                xt = xt.contiguous(memory_format=memory_format)
                 x0_hat = predict_x0(train_model, xt, t, use_bf16, y)
                 loss = (x0_hat - x0).pow(2).mean()
                 logged = procs.mean(loss.detach()).item()  # the same on every process

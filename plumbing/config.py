@@ -35,7 +35,7 @@ T = TypeVar("T")
 ENV_KEYS = {"POKEMON_DATA": "data.root"}
 # Keys that hold a path: given as an override, a relative path is meant from where the user ran the
 # command (plumbing/cli.py, user_path).
-PATH_KEYS = {"data.root", "data.corpus", "data.cache_dir", "ae.ckpt", "cond.table", "train.init"}
+PATH_KEYS = {"data.root", "data.corpus", "data.cache_dir", "ae.ckpt", "train.init"}
 
 
 def load_config(schema: type[T], path: str | Path | None, overrides: list[str] = ()) -> T:
@@ -57,7 +57,7 @@ def load_config(schema: type[T], path: str | Path | None, overrides: list[str] =
 def apply_overrides(schema: type[T], tree: dict, overrides: list[str] = ()) -> T:
     """Build a `schema` instance from a tree of values (a YAML file's, or a stored config) with the
     environment and command-line overrides applied on top."""
-    tree = copy.deepcopy(tree)
+    tree = without_retired(schema, copy.deepcopy(tree))
     for env, key in ENV_KEYS.items():
         if os.environ.get(env) and _has_key(schema, key):
             _set_dotted(tree, key, os.environ[env])
@@ -94,7 +94,24 @@ def to_dict(cfg: Any) -> dict:
 
 def from_dict(schema: type[T], tree: dict) -> T:
     """Rebuild a config saved with `to_dict` (e.g. from a checkpoint), with the same checks."""
-    return _build(schema, tree, prefix="")
+    return _build(schema, without_retired(schema, copy.deepcopy(tree)), prefix="")
+
+
+def without_retired(schema: type, tree: dict) -> dict:
+    """`tree` without the keys its schema has retired (`schema.RETIRED`: dotted key -> the one value the
+    code now always uses), so that stored configs of earlier runs and releases still load. A retired
+    key set to another value is an error: the code cannot reproduce that run."""
+    for dotted, value in getattr(schema, "RETIRED", {}).items():
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            if node[leaf] != value:
+                raise UserError(f"config key '{dotted}' is no longer supported (it is always {value!r} now; this "
+                                f"config has {node[leaf]!r}); drop it")
+            del node[leaf]
+    return tree
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

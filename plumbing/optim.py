@@ -12,7 +12,6 @@ from plumbing.config import check_range
 def check_schedule(train) -> None:
     """Range checks of the optimisation keys both trainers share (a trainer's train section)."""
     check_range("train.lr", train.lr, 0, low_open=True)
-    check_range("train.weight_decay", train.weight_decay, 0)
     check_range("train.warmup_steps", train.warmup_steps, 0)
     check_range("train.lr_min_ratio", train.lr_min_ratio, 0, 1)
     check_range("train.grad_clip", train.grad_clip, 0)

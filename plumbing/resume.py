@@ -29,7 +29,6 @@ data and the AE are: their content is checked against the fingerprints in the st
 """
 from __future__ import annotations
 
-import os
 import random
 import re
 import signal
@@ -48,10 +47,7 @@ from plumbing.config import apply_overrides, flatten, to_dict
 
 STATE_PATTERN = re.compile(r"^state-(\d+)\.pt$")
 # Keys every trainer lets a resume change: they decide what is logged and written, never the weights.
-RESUMABLE_KEYS = {"train.log_every", "train.ckpt_every", "train.keep_last", "data.root", "data.cache_dir"}
-# For the resume tests: "KILL@8" makes a trainer send itself SIGKILL right after step 8 (after that
-# step's checkpoint logic), "TERM@5" SIGTERM: a kill at an exact step, without timing races.
-TEST_SIGNAL_ENV = "POKEDIFFUSION_TEST_SIGNAL"
+COMMON_RESUME_KEYS = {"train.log_every", "train.ckpt_every", "train.keep_last", "data.root", "data.cache_dir"}
 
 
 @dataclass
@@ -147,7 +143,6 @@ class TrainingState:
         self.extra = extra or {}
         self.last_saved: Path | None = None
         self.last_saved_step = -1
-        self.test_hook = signal_hook_for_tests()
 
     def due(self, step: int) -> bool:
         """Whether a periodic state checkpoint is due after `step` steps."""
@@ -197,11 +192,10 @@ class TrainingState:
 
     def end_of_step(self, progress: Progress, stop: "StopSignals", procs, log) -> None:
         """What every trainer does after each optimiser step: the periodic state checkpoint when it
-        is due, the tests' signal hook (TEST_SIGNAL_ENV), and, once a stop signal has arrived on any
+        is due, and, once a stop signal has arrived on any
         process (`procs.max` agrees on it), the final state checkpoint and the `Stopped` raised."""
         if self.due(progress.step):
             self.save(progress)
-        self.test_hook(progress.step)
         signum = procs.max(stop.requested)
         if signum:
             raise self.stop(progress, signum, procs.barrier, log)
@@ -305,18 +299,3 @@ class StopSignals:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
-
-
-def signal_hook_for_tests():
-    """after_step(step): for tests, send this process the signal that TEST_SIGNAL_ENV names
-    ("KILL@8": SIGKILL right after step 8). A no-op when the variable is not set."""
-    spec = os.environ.get(TEST_SIGNAL_ENV, "")
-    if not spec:
-        return lambda step: None
-    name, _, at = spec.partition("@")
-    sig, at = getattr(signal, f"SIG{name}"), int(at)
-
-    def after_step(step: int) -> None:
-        if step == at:
-            os.kill(os.getpid(), sig)
-    return after_step

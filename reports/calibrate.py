@@ -36,7 +36,7 @@ from plumbing.runs import writable_dir
 from reports.creature import block_shuffle, creature_scores, spread
 from reports.measures import gaussian_blur
 from reports.pokenet import SHIPPED_DIR, SHIPPED_NAME, load_pokenet, predict, validation_artworks
-from sprites.dataset import load_sprites, to_unit_range
+from sprites.dataset import load_artworks, to_unit_range
 
 MEASURES = ("recognised", "mean_top_probability", "exp_kl", "frechet_pokenet", "precision", "recall", "c2st")
 
@@ -82,7 +82,7 @@ def main(argv: list[str]) -> None:
         raise UserError("--n must be at least 16 and --sets at least 2")
     out = writable_dir(args.out)
     model, ckpt = load_pokenet(args.pokenet, args.trust_pokenet)
-    art = load_sprites(args.data, 64, "data/cache")
+    art = load_artworks(args.data, 64, "data/cache")
     train_art = to_unit_range(art.train())
     val_u8, _ = validation_artworks(ckpt, args.data)
     held = to_unit_range(val_u8)

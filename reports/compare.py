@@ -53,7 +53,7 @@ from reports.comparison import (creature_quality, equal_compute, forward_figures
                                 section_samples, section_title, section_types, sprites_of, total_compute_sentence,
                                 type_grid, write_figures)
 from reports.measures import K_NEIGHBOURS
-from sprites.dataset import sprites_root
+from sprites.dataset import artworks_root
 
 GIF_SAMPLES = 16
 GIF_FRAMES = 20
@@ -135,7 +135,7 @@ def main(argv: list[str]) -> None:
     device = pick_device(args.device)
     start = time.time()
     cache = {}
-    roots = {run.space: sprites_root(args.data, run.cfg.data.root) for run in runs}
+    roots = {run.space: artworks_root(args.data, run.cfg.data.root) for run in runs}
     sprites = {run.space: sprites_of(run, roots[run.space], cache) for run in runs}  # before anything slow
 
     print(f"sampling: {args.n} samples with DDIM and with DDPM per model, each model in a fresh process")

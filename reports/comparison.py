@@ -23,7 +23,7 @@ from reports.measures import K_NEIGHBOURS, evaluate, gaussian_blur
 from reports.noising import latent_proof, pixel_proof
 from reports.pokenet import SHIPPED_DIR, SHIPPED_NAME, load_pokenet, predict, validation_artworks
 from reports.reference import reference_rows
-from sprites.dataset import load_sprites, to_unit_range
+from sprites.dataset import load_artworks, to_unit_range
 from sprites.labels import TYPES
 
 GIF_SAMPLES = 16
@@ -84,11 +84,11 @@ def load_run(arg: str, key: str, flag: str) -> Run:
 # --- data and measures ----------------------------------------------------------------------------
 
 def sprites_of(run: Run, root: str, cache: dict):
-    """The artworks (sprites.dataset.SpriteSet) at the run's size and held-out split, loaded once per setting."""
+    """The artworks (sprites.dataset.ImageSet) at the run's size and held-out split, loaded once per setting."""
     d = run.cfg.data
     key = (root, d.size, d.holdout, d.split_seed)
     if key not in cache:
-        sprites = load_sprites(root, d.size, d.cache_dir, d.holdout, d.split_seed)
+        sprites = load_artworks(root, d.size, d.cache_dir, d.holdout, d.split_seed)
         need = K_NEIGHBOURS + 1
         if len(sprites.holdout_idx) < need or len(sprites.train_idx) < need:
             raise UserError(f"{len(sprites.train_idx)} training and {len(sprites.holdout_idx)} held-out sprites in "

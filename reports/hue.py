@@ -20,7 +20,7 @@ from plumbing.cli import UserError, run_main
 from plumbing.pictures import save_grid
 from plumbing.runs import newest_run_file, writable_dir
 from reports.colour import hue_summary, markdown_table, total_variation
-from sprites.dataset import load_sprites, to_unit_range
+from sprites.dataset import load_artworks, to_unit_range
 from sprites.labels import TYPES, parse_type
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str]) -> None:
     types = [parse_type(t) for t in args.types]
     out = writable_dir(args.out)
 
-    data = load_sprites(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
+    data = load_artworks(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
     labels = training_labels(cfg, data).type[data.train_idx]
     real = to_unit_range(data.train())
     result = {"checkpoint": str(ckpt), "n": args.n, "steps": args.steps, "seed": args.seed, "rows": []}

@@ -24,7 +24,7 @@ from reports.pokenet import SHIPPED_DIR, SHIPPED_NAME, load_pokenet, predict, va
 from reports.reference import (creature_reference_rows, every_training_image, memorisation_all_sources,
                                reference_rows)
 from reports.species import own_species, read_asked, real_hits, species_hits, spread
-from sprites.dataset import composite_on_white, load_sprites, to_unit_range
+from sprites.dataset import composite_on_white, load_artworks, to_unit_range
 
 
 def load_sample_folder(folder: Path) -> torch.Tensor:
@@ -103,7 +103,7 @@ def main(argv: list[str]) -> None:
     if len(samples) < need:
         raise UserError(f"{len(samples)} sample(s) in {args.samples}; the metrics need at least {need} "
                         "(64 or more give usable numbers)")
-    sprites = load_sprites(args.data, size, args.cache_dir, args.holdout, args.split_seed)
+    sprites = load_artworks(args.data, size, args.cache_dir, args.holdout, args.split_seed)
     train, holdout = to_unit_range(sprites.train()), to_unit_range(sprites.holdout())
     if len(holdout) < need or len(train) < need:
         raise UserError(f"{len(train)} training and {len(holdout)} held-out sprites in {args.data}; "

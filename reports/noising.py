@@ -26,14 +26,14 @@ import torch
 from PIL import Image
 
 from diffusion.config import DiffusionConfig
-from diffusion.model import build_schedule
+from diffusion.denoiser import build_schedule
 from diffusion.schedule import LinearSchedule
 from diffusion.space import LatentSpace, training_space
 from plumbing.cli import UserError
 from plumbing.device import pick_device, seed_everything
 from plumbing.pictures import grid_array, save_gif
 from plumbing.runs import writable_dir, write_json
-from sprites.dataset import load_sprites, to_unit_range
+from sprites.dataset import load_artworks, to_unit_range
 
 N_SHOWN = 6        # sprites in the GIFs and strips
 GIF_FRAMES = 50
@@ -123,10 +123,10 @@ def latent_proof(schedule: LinearSchedule, space: LatentSpace, x0: torch.Tensor,
     z0 = space.all_x0()
     names = [f"z{c}" for c in range(z0.shape[1])]
     zT = closed_form_xT(schedule, z0, gen)
-    lat = {"before": channel_table(z0, names), "after": channel_table(zT, names), "norm": space.norm}
+    lat = {"before": channel_table(z0, names), "after": channel_table(zT, names), "norm": "channel"}
     plot_densities(z0, zT, names, ["tab:purple", "tab:orange", "tab:cyan", "tab:olive", "tab:brown",
                                    "tab:pink", "tab:gray", "tab:red"][:len(names)],
-                   f"latent channels ({space.norm} normalisation)", out / "hist_latent.png", lat)
+                   "latent channels (per-channel normalisation)", out / "hist_latent.png", lat)
     chain_pictures(schedule, space.encode(shown_sprites(x0)).cpu(), lambda z: space.decode(z).cpu(), gen, out,
                    "forward_latent", frames, upscale)
     return lat
@@ -176,7 +176,7 @@ def prove(cfg: DiffusionConfig, out: Path, device: torch.device | None = None) -
     seed_everything(cfg.seed)
     schedule = build_schedule(cfg)
     diag = schedule.check_ends_in_noise(force=cfg.schedule.force)
-    data = load_sprites(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
+    data = load_artworks(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
     out = writable_dir(out)
 
     x0 = to_unit_range(data.train())
@@ -199,7 +199,7 @@ def prove(cfg: DiffusionConfig, out: Path, device: torch.device | None = None) -
         space.prepare(data.train())
         report["latents"] = latent_proof(schedule, space, x0, gen, out)
         report["schedule_latent"] = schedule.diagnostics(space.all_x0())
-        print_table(f"latent space ({cfg.ae.norm} normalisation), {len(x0)} images", report["latents"])
+        print_table(f"latent space (per-channel normalisation), {len(x0)} images", report["latents"])
     write_json(report, out / "stats.json")
     print(f"\nalpha_bar_T = {diag['alpha_bar_T']:.3g}, SNR_T = {diag['snr_T']:.3g}, "
           f"KL(q(x_T|x_0) || N(0,I)) = {report['schedule']['kl_per_dim']:.3g} nats/dim (pixels)")

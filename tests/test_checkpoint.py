@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import importlib
 import os
 import tempfile
 import urllib.error
@@ -10,10 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.hub
 
 import plumbing.checkpoint as ck
+from autoencoder.losses import backbone_weights_file, load_lpips
 from plumbing.checkpoint import FORMAT_VERSION, file_sha256, load_checkpoint, save_atomic
-from plumbing.cli import UserError
+from plumbing.cli import UserError, run_main
 
 
 def _ckpt(kind="autoencoder", **extra):
@@ -214,7 +217,6 @@ def test_file_sha256(tmp_path):
 
 def _offline(monkeypatch):
     """No network, whatever the machine: torch.hub's download fails as it does without internet."""
-    import torch.hub
 
     def no_network(*args, **kwargs):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
@@ -225,7 +227,6 @@ def _offline(monkeypatch):
 def test_load_lpips_without_weights_is_a_user_error(tmp_path, monkeypatch):
     pytest.importorskip("lpips")
     pytest.importorskip("torchvision")
-    from autoencoder.losses import load_lpips
 
     home = tmp_path / "empty_torch_home"
     home.mkdir()
@@ -244,7 +245,6 @@ def test_load_lpips_without_weights_is_a_user_error(tmp_path, monkeypatch):
 def test_load_lpips_with_damaged_cached_weights(tmp_path, monkeypatch):
     pytest.importorskip("lpips")
     pytest.importorskip("torchvision")
-    from autoencoder.losses import backbone_weights_file, load_lpips
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     _offline(monkeypatch)
@@ -264,9 +264,6 @@ def test_load_lpips_with_damaged_cached_weights(tmp_path, monkeypatch):
 def test_state_checkpoint_with_pickle_payload_is_refused_on_resume(tmp_path, capsys, payload_cls, trainer):
     """`--resume RUN_DIR` loads the newest state-<step>.pt with weights_only too: a planted state
     carrying a payload is refused with one line, and its code never runs."""
-    import importlib
-
-    from plumbing.cli import run_main
 
     main = importlib.import_module(f"{trainer}.train").main
     marker = tmp_path / "pwned.txt"

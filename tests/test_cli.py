@@ -11,6 +11,9 @@ import pytest
 
 from plumbing.cli import UserError, run_main
 from tests.helpers import N_SPRITES, REPO, subprocess_env
+from sprites import download
+from sprites.dataset import content_fingerprint
+from sprites.download import main
 
 
 def _run(args: list[str], tmp_path: Path, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -116,8 +119,6 @@ def _copy_pngs(src: Path, dest: Path) -> Path:
 
 
 def test_download_verifies_sha256sums(sprite_dir, tmp_path, capsys):
-    from sprites.download import main
-
     src = _copy_pngs(sprite_dir, tmp_path / "src" / "pokemon")
     sums = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in sorted(src.glob("*.png")))
     (src / "SHA256SUMS").write_text(sums)
@@ -136,8 +137,6 @@ def test_download_verifies_sha256sums(sprite_dir, tmp_path, capsys):
 
 
 def test_download_rejects_unreadable_png(sprite_dir, tmp_path, capsys):
-    from sprites.download import main
-
     src = _copy_pngs(sprite_dir, tmp_path / "src")
     (src / "broken.png").write_text("not a png")
     with pytest.raises(SystemExit) as exit_:
@@ -148,8 +147,6 @@ def test_download_rejects_unreadable_png(sprite_dir, tmp_path, capsys):
 
 
 def test_download_from_folder_without_png(tmp_path, capsys):
-    from sprites.download import main
-
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "readme.txt").write_text("no images here")
     with pytest.raises(SystemExit) as exit_:
@@ -159,8 +156,6 @@ def test_download_from_folder_without_png(tmp_path, capsys):
 
 
 def test_download_uses_pokemon_data_env(sprite_dir, tmp_path, monkeypatch, capsys):
-    from sprites.download import main
-
     monkeypatch.setenv("POKEMON_DATA", str(sprite_dir))
     run_main(main, ["--out", str(tmp_path / "out"), "--no-corpus"])
     assert len(list((tmp_path / "out").glob("*.png"))) == N_SPRITES
@@ -170,8 +165,6 @@ def test_download_uses_pokemon_data_env(sprite_dir, tmp_path, monkeypatch, capsy
 def test_download_keeps_a_verified_set_without_downloading(sprite_dir, tmp_path, monkeypatch, capsys):
     """Without --from, a folder that already holds the verified artworks is kept (run_all.sh calls the
     download again when only the corpus is missing); any other folder is downloaded into."""
-    from sprites import download
-    from sprites.dataset import content_fingerprint
 
     monkeypatch.delenv("POKEMON_DATA", raising=False)
     out = tmp_path / "out"

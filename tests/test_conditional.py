@@ -17,13 +17,18 @@ from PIL import Image
 from diffusion import trainer as dtrainer
 from diffusion.config import DiffusionConfig
 from diffusion.labels import Labels, training_labels
-from diffusion.model import make_denoiser, num_types
+from diffusion.denoiser import make_denoiser, num_types
 from diffusion.pipeline import load_diffusion
-from diffusion.sampling import ddim_sample
+from diffusion.samplers import ddim_sample
 from plumbing.checkpoint import load_checkpoint
 from plumbing.config import load_config
 from sprites.labels import NULL_LABEL, TYPES
 from tests.helpers import REPO, TINY_DIFFUSION, subprocess_env
+from plumbing.cli import UserError
+from reports import comparison
+from reports import hue
+from sprites.dataset import load_artworks
+import json
 
 # Every third synthetic sprite is unlabelled; the others alternate Fire / Water / Grass.
 TABLE_TYPES = ["Fire", "Water", "Grass"]
@@ -55,10 +60,8 @@ def cond_run(sprite_dir, tmp_path_factory):
 
 
 def test_table_beside_the_data_folder_gives_the_labels(cond_run):
-    from sprites.dataset import load_sprites
-
     cfg = cond_run["cfg"]
-    data = load_sprites(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
+    data = load_artworks(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
     labels = training_labels(cfg, data).type
     assert len(labels) == len(data.names)
     fire = TYPES.index("Fire")
@@ -144,20 +147,15 @@ def test_cli_type_on_an_unconditional_checkpoint(sprite_dir, tmp_path):
 
 
 def test_missing_type_table_is_a_user_error(sprite_dir, tmp_path):
-    from plumbing.cli import UserError
-
-    cfg = load_config(DiffusionConfig, None, [f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}",
-                                              "space=pixel", "cond.labels=type1", f"cond.table={tmp_path / 'no.csv'}",
-                                              *TINY_DIFFUSION])
-    with pytest.raises(UserError, match="no.csv"):
+    data = tmp_path / "alone" / "pokemon"  # no pokemon_stats.csv beside it
+    shutil.copytree(sprite_dir, data)
+    cfg = load_config(DiffusionConfig, None, [f"data.root={data}", f"data.cache_dir={tmp_path / 'cache'}",
+                                              "space=pixel", "cond.labels=type1", *TINY_DIFFUSION])
+    with pytest.raises(UserError, match="pokemon_stats.csv"):
         dtrainer.train(cfg, str(tmp_path / "run"))
 
 
 def test_hue_report_runs_on_a_conditional_checkpoint(cond_run, tmp_path, monkeypatch):
-    import json
-
-    from reports import hue
-
     monkeypatch.delenv("POKEMON_DATA", raising=False)
     out = tmp_path / "hue"
     hue.main(["--ckpt", str(cond_run["run_dir"] / "diffusion.pt"), "--types", "Fire", "Water", "--guidance", "0",
@@ -169,8 +167,6 @@ def test_hue_report_runs_on_a_conditional_checkpoint(cond_run, tmp_path, monkeyp
 
 
 def test_report_type_grid_has_one_row_per_type(cond_run, tmp_path):
-    from reports import comparison
-
     loaded = load_diffusion(cond_run["run_dir"] / "diffusion.pt", "cpu")
     info = comparison.type_grid(loaded, 2, 0, tmp_path / "types.png")
     assert info["types"] == list(TYPES) and info["guidance"] == cond_run["cfg"].cond.guidance

@@ -1,13 +1,17 @@
 """plumbing.config: YAML + environment + `key=value` overrides into typed dataclasses."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from autoencoder.config import AEConfig
+from diffusion.config import DiffusionConfig
+from diffusion.denoiser import build_schedule
 from plumbing.cli import UserError
 from plumbing.config import dump_yaml, from_dict, load_config, to_dict
+from reports.pokenet import PokeNetConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +35,7 @@ def test_overrides_of_each_type_apply():
         "model.channels=[8, 16, 32, 64]",  # list[int]
         "model.blocks=[0, 1, 1, 2]",
         "run_name=my-run",           # str
-        "loss.perceptual_net=vgg",   # Literal
+        "data.frames=first",         # Literal
         "data.size=32",
     ])
     assert cfg.train.epochs == 7 and type(cfg.train.epochs) is int
@@ -39,7 +43,7 @@ def test_overrides_of_each_type_apply():
     assert cfg.data.hflip is False
     assert cfg.model.channels == [8, 16, 32, 64]
     assert cfg.run_name == "my-run"
-    assert cfg.loss.perceptual_net == "vgg"
+    assert cfg.data.frames == "first"
     # untouched keys keep their defaults
     assert cfg.train.batch_size == AEConfig().train.batch_size
 
@@ -116,9 +120,22 @@ def test_wrong_type_is_a_user_error(override, key):
 
 def test_literal_choices_are_validated():
     with pytest.raises(UserError) as exc:
-        load_config(AEConfig, None, ["loss.perceptual_net=foo"])
+        load_config(AEConfig, None, ["data.frames=foo"])
     msg = str(exc.value)
-    assert "loss.perceptual_net" in msg and "'alex'" in msg and "foo" in msg
+    assert "data.frames" in msg and "'first'" in msg and "foo" in msg
+
+
+def test_retired_keys_of_stored_configs_load_at_their_one_value_and_fail_at_another():
+    """Configs stored by earlier runs and releases carry keys that every run now has at one value."""
+
+    stored = asdict(DiffusionConfig())
+    stored["ae"]["norm"], stored["train"]["weight_decay"], stored["cond"]["table"] = "channel", 0.0, None
+    assert from_dict(DiffusionConfig, stored) == DiffusionConfig()
+    stored["ae"]["norm"] = "global"
+    with pytest.raises(UserError, match="'ae.norm' is no longer supported"):
+        from_dict(DiffusionConfig, stored)
+    with pytest.raises(UserError, match="unknown config key 'train.channels_last'"):
+        load_config(DiffusionConfig, None, ["train.channels_last=true"])  # not a key a user can set
 
 
 @pytest.mark.parametrize("item", ["train.epochs", "=5", "", "train.epochs 5"])
@@ -196,9 +213,6 @@ def test_shipped_ae_configs_load(name):
 
 @pytest.mark.parametrize("name", [n for n in SHIPPED if n.startswith(("ldm", "pixel"))])
 def test_shipped_diffusion_configs_load(name):
-    from diffusion.config import DiffusionConfig
-    from diffusion.model import build_schedule
-
     cfg = load_config(DiffusionConfig, REPO / "configs" / name, [])
     assert cfg.space == ("pixel" if name.startswith("pixel") else "latent")
     assert cfg.schedule.T == (100 if name == "pixel32.yaml" else 1000) and cfg.train.epochs > 0
@@ -211,15 +225,12 @@ def test_shipped_diffusion_configs_load(name):
 
 
 def test_shipped_pokenet_config_loads():
-    from reports.pokenet import PokeNetConfig
-
     cfg = load_config(PokeNetConfig, REPO / "configs" / "pokenet.yaml", [])
     assert cfg.train.steps > 0 and cfg.data.mix.artwork > 0
 
 
 def test_pixel32_is_the_seed_setting_of_pixel_yaml():
     """configs/pixel32.yaml differs from configs/pixel.yaml only in size, T, attention and the run name."""
-    from diffusion.config import DiffusionConfig
 
     base = to_dict(load_config(DiffusionConfig, REPO / "configs" / "pixel.yaml", []))
     seed = to_dict(load_config(DiffusionConfig, REPO / "configs" / "pixel32.yaml", []))
@@ -259,7 +270,6 @@ def test_cross_key_validation(override, fragment):
     ("train.ema_decay=1.0", "train.ema_decay"),
 ])
 def test_diffusion_training_keys_are_checked(override, fragment):
-    from diffusion.config import DiffusionConfig
     with pytest.raises(UserError, match=fragment.replace(".", r"\.")):
         load_config(DiffusionConfig, None, [override])
 

@@ -22,10 +22,20 @@ from plumbing.cli import UserError
 from plumbing.config import load_config
 from sprites.config import SOURCES, DataConfig
 from sprites.corpus import describe, load_corpus
-from sprites.dataset import EpochBatches, load_sprites
+from sprites.dataset import EpochBatches, load_artworks
 from sprites.frames import crop_and_pad, gif_frames, render_svg, training_image
 from sprites.mixture import MixtureBatches, load_data, species_split, training_batches
 from tests.helpers import ANIMATED, blob_gif, write_corpus, write_gif, write_sprites
+from autoencoder.config import AEConfig
+from dataclasses import dataclass, field
+from diffusion import trainer as dtrainer
+from diffusion.config import DiffusionConfig
+from plumbing.cli import run_main
+from sprites.download import main
+from tests.helpers import TINY_AE, TINY_DIFFUSION, offline_training
+import autoencoder.trainer as ae_trainer
+import sprites.corpus as corpus
+import urllib.error
 
 T, R, B, G = 0, 1, 2, 3                       # palette indices: transparent, red, blue, green
 PALETTE = [(0, 0, 0), (255, 0, 0), (0, 0, 255), (0, 255, 0)]
@@ -145,8 +155,6 @@ def test_corpus_decodes_every_source_and_drops_copies(corpus_dir, tmp_path):
 
 
 def test_corpus_cache_is_used_and_rebuilt_when_files_or_settings_change(corpus_dir, tmp_path, monkeypatch):
-    import sprites.corpus as corpus
-
     cache = tmp_path / "cache"
     first = load_corpus(corpus_dir, 16, cache)
     calls = []
@@ -200,8 +208,6 @@ def test_a_folder_without_a_finished_unpack_is_refused(tmp_path):
 # --- the mixture: split by species and batches by share ---------------------------------------------
 
 def mixed_config(sprite_dir: Path, corpus_dir: Path, cache: Path, *overrides: str) -> DataConfig:
-    from dataclasses import dataclass, field
-
     @dataclass
     class Only:
         data: DataConfig = field(default_factory=DataConfig)
@@ -229,7 +235,7 @@ def test_species_split_never_puts_a_number_on_both_sides(numbered_sprites, corpu
     held_sources = set(data.source[data.heldout_species_idx].tolist())
     assert len(held_sources) > 1  # a held-out number is held out of the corpus too
     # the held-out artworks are those of the artworks alone
-    alone = load_sprites(numbered_sprites, 16, tmp_path / "cache", 0.25, 0)
+    alone = load_artworks(numbered_sprites, 16, tmp_path / "cache", 0.25, 0)
     assert [data.names[i] for i in data.holdout_idx] == [alone.names[i] for i in alone.holdout_idx]
     train, held = species_split(torch.tensor([5, 5, 6, 7, 7]), torch.tensor([0]))
     assert train.tolist() == [2, 3, 4] and held.tolist() == [0, 1]
@@ -238,7 +244,7 @@ def test_species_split_never_puts_a_number_on_both_sides(numbered_sprites, corpu
 def test_artworks_alone_are_loaded_and_batched_as_before(numbered_sprites, corpus_dir, tmp_path):
     cfg = mixed_config(numbered_sprites, corpus_dir, tmp_path / "cache")
     data = load_data(cfg)
-    alone = load_sprites(numbered_sprites, 16, tmp_path / "cache", 0.25, 0)
+    alone = load_artworks(numbered_sprites, 16, tmp_path / "cache", 0.25, 0)
     assert torch.equal(data.images, alone.images) and torch.equal(data.train_idx, alone.train_idx)
     assert data.fingerprint == alone.fingerprint
     assert isinstance(training_batches(data, cfg, 4, 0), EpochBatches)
@@ -349,8 +355,6 @@ def test_github_archive_route_checks_the_fingerprint(corpus_dir, tmp_path, monke
 
 
 def test_no_route_at_all_is_one_error(tmp_path, monkeypatch):
-    import urllib.error
-
     def offline(url, timeout):
         raise urllib.error.URLError("offline")
 
@@ -374,12 +378,6 @@ def test_the_real_tarball_passes_its_checks(tmp_path):
 # --- training on a mixture ----------------------------------------------------------------------------
 
 def test_ae_and_latent_ddpm_train_on_a_mixture(numbered_sprites, corpus_dir, tmp_path):
-    import autoencoder.trainer as ae_trainer
-    from autoencoder.config import AEConfig
-    from diffusion import trainer as dtrainer
-    from diffusion.config import DiffusionConfig
-    from tests.helpers import TINY_AE, TINY_DIFFUSION, offline_training
-
     data = [f"data.root={numbered_sprites}", f"data.corpus={corpus_dir}", f"data.cache_dir={tmp_path / 'cache'}",
             "data.mix.artwork=0.5", "data.mix.sprite_front=0.25", "data.mix.sprite_back=0.25", "data.holdout=0.25"]
     with offline_training():
@@ -395,8 +393,6 @@ def test_ae_and_latent_ddpm_train_on_a_mixture(numbered_sprites, corpus_dir, tmp
 def test_download_command_gets_the_corpus_beside_the_artworks(numbered_sprites, corpus_dir, tmp_path, monkeypatch,
                                                             capsys):
     """`python -m sprites.download --from DIR` takes the tarball beside DIR, unpacks it and decodes it once."""
-    from plumbing.cli import run_main
-    from sprites.download import main
 
     src = tmp_path / "shared" / "pokemon"
     src.mkdir(parents=True)
@@ -417,3 +413,14 @@ def test_shiny_sprites_can_be_left_out(numbered_sprites, corpus_dir, tmp_path):
                                    "data.shiny=false"))
     assert every.shiny.any() and not plain.shiny.any()
     assert len(plain.images) == len(every.images) - int(every.shiny.sum())
+
+
+def test_first_frames_or_every_kth_frame_make_a_smaller_corpus(numbered_sprites, corpus_dir, tmp_path):
+    """data.frames=first (one picture per animation) and data.frame_stride=k: a quick corpus for experiments."""
+    mix = "data.mix.sprite_front=1"
+    every = load_data(mixed_config(numbered_sprites, corpus_dir, tmp_path / "cache", mix))
+    first = load_data(mixed_config(numbered_sprites, corpus_dir, tmp_path / "cache", mix, "data.frames=first"))
+    second = load_data(mixed_config(numbered_sprites, corpus_dir, tmp_path / "cache", mix, "data.frame_stride=2"))
+    corpus = lambda d: int((d.source > 0).sum())  # noqa: E731
+    assert corpus(first) < corpus(second) < corpus(every)
+    assert len({first.fingerprint, second.fingerprint, every.fingerprint}) == 3

@@ -14,6 +14,8 @@ from plumbing.cli import UserError
 from reports.creature import block_shuffle, c2st, frechet_distance, frechet_gaussians, recognisability
 from reports.pokenet import (SHIPPED_DIR, SHIPPED_NAME, ClassifierData, PokeNetConfig, accuracy, augment, grey,
                              load_pokenet, train, validation_artworks, validation_names, validate)
+from plumbing.config import load_config
+import json
 
 
 # --- the Frechet distance --------------------------------------------------------------------------
@@ -120,8 +122,6 @@ def _shapes(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_pokenet_learns_shapes_whatever_their_colour(tmp_path):
-    from plumbing.config import load_config
-
     images, labels = _shapes(40, seed=0)
     val_images, val_labels = _shapes(10, seed=1)
     data = ClassifierData(images, labels, torch.tensor([2, 3] * (len(labels) // 2)), [1, 2, 3, 4], val_images,
@@ -174,8 +174,6 @@ SHIPPED = Path(__file__).resolve().parents[1] / SHIPPED_DIR / SHIPPED_NAME
 
 @pytest.mark.skipif(not REAL or not SHIPPED.is_file(), reason="needs POKEMON_DATA and the shipped PokeNet weights")
 def test_shipped_pokenet_matches_its_hash_and_its_recorded_accuracy(tmp_path):
-    import json
-
     model, ckpt = load_pokenet(SHIPPED)  # refuses an unknown hash
     record = json.loads((SHIPPED.parent / "pokenet.json").read_text())
     images, labels = validation_artworks(ckpt, REAL, cache_dir=str(tmp_path))

@@ -13,7 +13,7 @@ from PIL import Image
 
 import sprites.dataset as ds
 from plumbing.cli import UserError
-from sprites.dataset import (EpochBatches, composite_on_white, decode_sprite, holdout_split, load_sprites,
+from sprites.dataset import (EpochBatches, composite_on_white, decode_sprite, holdout_split, load_artworks,
                              pixel_batch, to_uint8, to_unit_range)
 from tests.helpers import N_SPRITES, make_sprite, write_sprites
 
@@ -90,10 +90,10 @@ def test_decode_sprite_raises_on_truncated_png(tmp_path):
         decode_sprite(bad, 16)
 
 
-# --- load_sprites ------------------------------------------------------------------------------
+# --- load_artworks ------------------------------------------------------------------------------
 
 def test_load_sprites_shape_dtype_range(sprite_dir, tmp_path):
-    data = load_sprites(sprite_dir, 16, tmp_path / "cache", holdout=0.1, split_seed=0)
+    data = load_artworks(sprite_dir, 16, tmp_path / "cache", holdout=0.1, split_seed=0)
     assert data.images.shape == (N_SPRITES, 3, 16, 16)
     assert data.images.dtype == torch.uint8
     assert sorted(data.names) == sorted(p.stem for p in sprite_dir.glob("*.png"))
@@ -129,7 +129,7 @@ def test_messy_folder_skips_bad_files_and_converts_modes(sprite_dir, tmp_path):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data = load_sprites(folder, 16, None)
+        data = load_artworks(folder, 16, None)
     messages = [str(w.message) for w in caught]
     skipped = [m for m in messages if m.startswith("skipped")]
     converted = [m for m in messages if m.startswith("converted")]
@@ -153,7 +153,7 @@ def test_truncated_rgb_png_is_not_counted_as_converted(sprite_dir, tmp_path):
     (folder / "broken_rgb.png").write_bytes(blob[: len(blob) // 2])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data = load_sprites(folder, 16, None)
+        data = load_artworks(folder, 16, None)
     assert len(data.names) == 3
     messages = [str(w.message) for w in caught]
     assert any("skipped 1 file(s)" in m for m in messages)
@@ -164,12 +164,12 @@ def test_empty_and_missing_folders(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(UserError, match="empty"):
-        load_sprites(empty, 16, None)
+        load_artworks(empty, 16, None)
     (empty / ".DS_Store").write_text("x")  # hidden files do not count
     with pytest.raises(UserError, match="empty"):
-        load_sprites(empty, 16, None)
+        load_artworks(empty, 16, None)
     with pytest.raises(UserError, match="does not exist") as exc:
-        load_sprites(tmp_path / "nope", 16, None)
+        load_artworks(tmp_path / "nope", 16, None)
     assert "POKEMON_DATA" in str(exc.value)
 
 
@@ -181,14 +181,14 @@ def test_folder_without_any_usable_image(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(UserError, match="no usable image"):
-            load_sprites(folder, 16, None)
+            load_artworks(folder, 16, None)
     assert not (tmp_path / "cache").exists()
 
 
 @pytest.mark.parametrize("size", [0, 4, 24, 100])
 def test_unsupported_sizes(sprite_dir, size):
     with pytest.raises(UserError, match=f"data.size={size}"):
-        load_sprites(sprite_dir, size, None)
+        load_artworks(sprite_dir, size, None)
 
 
 # --- the on-disk cache -------------------------------------------------------------------------
@@ -208,7 +208,7 @@ def _count_decodes(monkeypatch):
 def test_cache_is_written_and_reused(sprite_dir, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     calls = _count_decodes(monkeypatch)
-    first = load_sprites(sprite_dir, 16, cache)
+    first = load_artworks(sprite_dir, 16, cache)
     assert len(calls) == N_SPRITES
     files = list(cache.glob("sprites_16px_*.pt"))
     assert len(files) == 1
@@ -218,23 +218,23 @@ def test_cache_is_written_and_reused(sprite_dir, tmp_path, monkeypatch):
         raise RuntimeError("decoded although the cache is valid")
 
     monkeypatch.setattr(ds, "decode_sprite", must_not_decode)
-    second = load_sprites(sprite_dir, 16, cache)
+    second = load_artworks(sprite_dir, 16, cache)
     assert torch.equal(second.images, first.images)
     assert second.names == first.names and second.fingerprint == first.fingerprint
     assert torch.equal(second.holdout_idx, first.holdout_idx)
     # a different size is a different cache entry (and must decode)
     with pytest.raises(RuntimeError, match="decoded although"):
-        load_sprites(sprite_dir, 8, cache)
+        load_artworks(sprite_dir, 8, cache)
 
 
 def test_cache_invalidated_when_a_file_is_added(sprite_dir, tmp_path, monkeypatch):
     folder = _copy_sprites(sprite_dir, tmp_path / "d")
     cache = tmp_path / "cache"
-    first = load_sprites(folder, 16, cache)
+    first = load_artworks(folder, 16, cache)
     write_sprites(tmp_path / "extra", n=1, seed=99)
     shutil.copy2(tmp_path / "extra" / "1-synth.png", folder / "zz-new.png")
     calls = _count_decodes(monkeypatch)
-    second = load_sprites(folder, 16, cache)
+    second = load_artworks(folder, 16, cache)
     assert len(calls) == N_SPRITES + 1
     assert second.images.shape[0] == first.images.shape[0] + 1
     assert "zz-new" in second.names and second.fingerprint != first.fingerprint
@@ -244,13 +244,13 @@ def test_cache_invalidated_when_a_file_is_added(sprite_dir, tmp_path, monkeypatc
 def test_cache_invalidated_when_a_file_changes(sprite_dir, tmp_path, monkeypatch):
     folder = _copy_sprites(sprite_dir, tmp_path / "d")
     cache = tmp_path / "cache"
-    first = load_sprites(folder, 16, cache)
+    first = load_artworks(folder, 16, cache)
     target = sorted(folder.glob("*.png"))[3]
     st = target.stat()
     make_sprite(np.random.default_rng(1234), 32).save(target)
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # a later modification time
     calls = _count_decodes(monkeypatch)
-    second = load_sprites(folder, 16, cache)
+    second = load_artworks(folder, 16, cache)
     assert len(calls) == N_SPRITES
     i = second.names.index(target.stem)
     assert not torch.equal(second.images[i], first.images[first.names.index(target.stem)])
@@ -259,7 +259,7 @@ def test_cache_invalidated_when_a_file_changes(sprite_dir, tmp_path, monkeypatch
 
 def test_no_cache_dir_writes_nothing(sprite_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    load_sprites(sprite_dir, 16, None)
+    load_artworks(sprite_dir, 16, None)
     assert list(tmp_path.iterdir()) == []
 
 

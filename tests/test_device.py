@@ -5,6 +5,13 @@ import pytest
 import torch
 
 from plumbing import device as D
+from diffusion import trainer as dtrainer
+from diffusion.config import DiffusionConfig
+from plumbing.checkpoint import load_checkpoint
+from plumbing.config import load_config
+from plumbing.device import configure_cuda, to_device
+from plumbing.distributed import Processes
+from tests.helpers import TINY_DIFFUSION
 
 CPU = torch.device("cpu")
 
@@ -61,12 +68,6 @@ def test_probe_measures_a_positive_ratio_once(monkeypatch):
 
 def test_deterministic_mode_runs_and_a_cpu_run_is_the_same_either_way(sprite_dir, tmp_path):
     """train.deterministic only changes CUDA kernels; on the CPU the weights are the same bit for bit."""
-    from diffusion import trainer as dtrainer
-    from diffusion.config import DiffusionConfig
-    from plumbing.checkpoint import load_checkpoint
-    from plumbing.config import load_config
-    from plumbing.device import configure_cuda, to_device
-    from tests.helpers import TINY_DIFFUSION
 
     args = [f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}", "space=pixel", *TINY_DIFFUSION,
             "train.epochs=2"]
@@ -80,22 +81,9 @@ def test_deterministic_mode_runs_and_a_cpu_run_is_the_same_either_way(sprite_dir
     assert to_device(x, cpu) is x or torch.equal(to_device(x, cpu), x)
 
 
-def test_channels_last_training_and_the_compile_wrapper(sprite_dir, tmp_path):
-    """train.channels_last trains the same network in NHWC (to float rounding of the first steps);
-    train.compile wraps the model in torch.compile, the weights staying those of the model."""
-    from diffusion import trainer as dtrainer
-    from diffusion.config import DiffusionConfig
-    from plumbing.checkpoint import load_checkpoint
-    from plumbing.config import load_config
-    from plumbing.distributed import Processes
-    from tests.helpers import TINY_DIFFUSION
+def test_the_compile_wrapper_keeps_the_model_weights():
+    """train.compile wraps the model in torch.compile, the weights staying those of the model."""
 
-    args = [f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}", "space=pixel", *TINY_DIFFUSION,
-            "train.epochs=1"]
-    for name, extra in (("a", []), ("b", ["train.channels_last=true"])):
-        dtrainer.train(load_config(DiffusionConfig, None, [*args, *extra]), str(tmp_path / name))
-    a, b = (load_checkpoint(tmp_path / n / "diffusion.pt")["model"] for n in "ab")
-    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
     model = torch.nn.Linear(2, 2)
     wrapped = Processes().wrap(model, compile=True)
     assert wrapped is not model and wrapped._orig_mod is model

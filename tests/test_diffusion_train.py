@@ -20,13 +20,14 @@ import diffusion.sample as dsample
 from autoencoder.config import AEConfig
 from diffusion import trainer as dtrainer
 from diffusion.config import DiffusionConfig
-from diffusion.model import make_denoiser
+from diffusion.denoiser import make_denoiser
 from diffusion.pipeline import load_diffusion
-from diffusion.sampling import ddim_sample, ddpm_sample
+from diffusion.samplers import ddim_sample, ddpm_sample
 from plumbing.checkpoint import file_sha256, load_checkpoint, save_atomic
 from plumbing.cli import UserError, run_main
 from plumbing.config import load_config
 from tests.helpers import REPO, TINY_AE, TINY_DIFFUSION, offline_training, subprocess_env
+from sprites.dataset import load_artworks, to_unit_range
 
 RUN_FILES = ["config.yaml", "log.txt", "loss.png", "samples.png", "metrics.json", "diffusion.pt"]
 
@@ -176,11 +177,10 @@ def test_latent_samples_decode_to_finite_pixels(latent_run):
 
 
 def test_latent_space_channel_normalisation(latent_run):
-    """With ae.norm=channel, training latents z ~ q(z|x) are standardised per channel."""
-    from sprites.dataset import load_sprites, to_unit_range
+    """Training latents z ~ q(z|x) are standardised per channel."""
 
     _, _, space, cfg = _loaded(latent_run["run_dir"] / "diffusion.pt")
-    data = load_sprites(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
+    data = load_artworks(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
     images = data.train()
     space.prepare(images)
     x0 = space.all_x0()  # the normalised posterior means of the training images

@@ -19,13 +19,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 import autoencoder.trainer as ae_trainer
 import diffusion.train as dtrain
-from diffusion.model import build_unet
+from diffusion.denoiser import build_unet
 from autoencoder.config import AEConfig
 from plumbing.checkpoint import load_checkpoint
 from plumbing.cli import UserError
 from plumbing.config import load_config
 from plumbing.distributed import Processes
 from tests.helpers import REPO, TINY_AE, TINY_DIFFUSION, lpips_unavailable, subprocess_env
+from diffusion.config import DiffusionConfig
+from plumbing.config import from_dict
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="needs torch.distributed with gloo")
@@ -83,8 +85,6 @@ def _assert_close(a: dict, b: dict) -> None:
 
 def _assert_same_function(a: dict, b: dict) -> None:
     """The two diffusion checkpoints' U-Nets (weights and EMA) give the same x0 predictions."""
-    from diffusion.config import DiffusionConfig
-    from plumbing.config import from_dict
 
     cfg = from_dict(DiffusionConfig, a["config"])
     gen = torch.Generator().manual_seed(0)

@@ -15,6 +15,8 @@ from plumbing.cli import UserError
 from sprites.dataset import IMAGE_SUFFIXES, list_image_files
 from sprites.labels import (NULL_LABEL, TYPES, default_table_path, label_counts, load_type_table,
                             parse_type, type_labels)
+from diffusion.labels import NULL_STYLE, label_name, parse_style, requested
+from sprites.labels import lookup_names
 
 REAL = os.environ.get("POKEMON_DATA")
 
@@ -138,8 +140,6 @@ def test_real_table_labels_805_of_919_images():
 # --- sampling requests: types and styles (diffusion/labels.py) ------------------------------------------
 
 def test_requested_labels_per_type_and_style():
-    from diffusion.labels import NULL_STYLE, label_name, parse_style, requested
-
     labels, rows = requested(["Fire", "water"], ["all"], True, True, 2)
     assert len(labels) == 2 * 4 * 2 and rows[0] == "Fire, artwork" and rows[-1] == "Water, sprite_back"
     assert labels.type.tolist()[:4] == [6, 6, 6, 6] and labels.style.tolist()[:4] == [0, 0, 1, 1]
@@ -158,8 +158,6 @@ def test_requested_labels_per_type_and_style():
 
 
 def test_corpus_images_take_their_species_row_when_the_form_has_none():
-    from sprites.labels import lookup_names
-
     table = {"6": ("Fire", "Flying"), "6-mega-x": ("Fire", "Dragon"), "386-attack": ("Psychic", None)}
     names = lookup_names(["6", "6-mega-x", "3f", "201-a", "386-attack", "6f"], torch.tensor([0, 0, 2, 2, 2, 0]),
                          torch.tensor([6, 6, 3, 201, 386, 6]), table)

@@ -15,6 +15,12 @@ from reports import metrics
 from reports import reference as R
 from sprites.dataset import composite_on_white, to_unit_range
 from tests.helpers import REPO, make_sprite, subprocess_env
+from plumbing.config import load_config
+from plumbing.pictures import save_image
+from reports.pokenet import PokeNetConfig, train
+from sprites.corpus import load_corpus
+from sprites.dataset import load_artworks
+from tests.helpers import write_corpus, write_sprites
 
 FAST_SWD = dict(n_patches=1024, directions=32, repeats=2)   # fewer patches: a higher noise floor, much faster
 
@@ -163,8 +169,6 @@ def test_reference_rows_order_best_to_worst(real):
 
 
 def test_command_writes_json_and_prints_a_table(tmp_path, sprite_dir):
-    from plumbing.pictures import save_image
-
     samples = tmp_path / "samples"
     samples.mkdir()
     for i, img in enumerate(sprites(8, seed=12)):
@@ -196,10 +200,6 @@ def test_command_on_an_empty_folder_is_one_line_error(tmp_path, sprite_dir, caps
 
 def test_command_prints_the_creature_measures_with_a_pokenet(tmp_path):
     """A tiny PokeNet trained on synthetic artworks and a synthetic corpus, then the command on its samples."""
-    from plumbing.config import load_config
-    from plumbing.pictures import save_image
-    from reports.pokenet import PokeNetConfig, train
-    from tests.helpers import write_corpus, write_sprites
 
     art, corpus = tmp_path / "art", write_corpus(tmp_path / "corpus")
     write_sprites(art, n=24)
@@ -234,13 +234,10 @@ def test_command_prints_the_creature_measures_with_a_pokenet(tmp_path):
 def test_memorisation_against_every_source_catches_a_copied_game_sprite(tmp_path):
     """Samples that copy corpus frames are memorised against every source, not against the artworks;
     precomputed mirrored features give the same answer as the images themselves."""
-    from sprites.corpus import load_corpus
-    from sprites.dataset import load_sprites
-    from tests.helpers import write_corpus, write_sprites
 
     art, corpus_dir = tmp_path / "art", write_corpus(tmp_path / "corpus")
     write_sprites(art, px=32)
-    sprites = load_sprites(art, 32, tmp_path / "cache", 0.25, 0)
+    sprites = load_artworks(art, 32, tmp_path / "cache", 0.25, 0)
     holdout = to_unit_range(sprites.holdout())
     corpus = load_corpus(corpus_dir, 32, tmp_path / "cache")
     held = torch.isin(corpus.dex, sprites.dex[sprites.holdout_idx])

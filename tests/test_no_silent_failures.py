@@ -68,7 +68,7 @@ def test_config_numbers_must_be_finite_and_in_range(override, words):
 
 
 def test_ae_config_checks_its_loss_weights_and_schedule():
-    for override in ("loss.kl_weight=-1", "train.grad_clip=-1", "train.warmup_steps=-3", "train.weight_decay=nan"):
+    for override in ("loss.kl_weight=-1", "train.grad_clip=-1", "train.warmup_steps=-3", "train.lr_min_ratio=nan"):
         with pytest.raises(UserError):
             load_config(AEConfig, "configs/ae.yaml", [override])
 

@@ -13,7 +13,7 @@ import torch
 from scipy import stats
 
 from diffusion.schedule import LinearSchedule
-from sprites.dataset import load_sprites, to_unit_range
+from sprites.dataset import load_artworks, to_unit_range
 from sprites.artworks import EXPECTED_COUNT, EXPECTED_FINGERPRINT
 
 REAL = os.environ.get("POKEMON_DATA")
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not REAL or not Path(REAL).is_dir(), reason="POK
 
 @pytest.fixture(scope="module")
 def real32(tmp_path_factory):
-    return load_sprites(REAL, 32, tmp_path_factory.mktemp("cache"))
+    return load_artworks(REAL, 32, tmp_path_factory.mktemp("cache"))
 
 
 def test_all_sprites_load_with_the_known_fingerprint(real32):

@@ -17,6 +17,10 @@ from plumbing.checkpoint import file_sha256, half_precision, load_checkpoint
 from plumbing.cli import UserError, run_main
 from plumbing.release import image_difference, model_card, release_dir
 from plumbing.runs import newest_run_file
+from diffusion import trainer as dtrainer
+from diffusion.config import DiffusionConfig
+from plumbing.config import load_config
+from tests.helpers import TINY_DIFFUSION, offline_training
 
 
 @pytest.fixture(scope="module")
@@ -97,10 +101,6 @@ def test_moved_release_still_loads_and_a_damaged_one_says_so(released, tmp_path)
 
 def test_fine_tuning_starts_from_the_release(released, tiny_runs, sprite_dir, tmp_path):
     """train.init=RELEASE: the run starts from the release's EMA weights and keeps its AE (by sha256)."""
-    from diffusion import trainer as dtrainer
-    from diffusion.config import DiffusionConfig
-    from plumbing.config import load_config
-    from tests.helpers import TINY_DIFFUSION, offline_training
 
     src_cfg = json.loads((released / "config.json").read_text())["ldm"]["config"]
     shape = [f"model.channels={src_cfg['model']['channels']}", f"model.blocks={src_cfg['model']['blocks']}",

@@ -12,6 +12,10 @@ import pytest
 from plumbing.cli import run_main
 from plumbing.pictures import fit_budget
 from reports import compare, comparison
+from PIL import Image
+from diffusion.config import DiffusionConfig
+from plumbing.pictures import save_gif
+import numpy as np
 
 NOTES = "We tried *tiny* models.\n\n- what works: the plumbing\n- next: real runs\n"
 VERDICT = "Tiny models: the *plumbing* works end to end."
@@ -44,7 +48,6 @@ def test_every_figure_of_the_report_exists(report):
                  "samples_pixel_ddpm.png", "reverse_latent.gif", "reverse_pixel.gif", "forward_pixels.gif",
                  "forward_latent.gif", "hist_rgb.png", "hist_latent.png", "loss_latent.png", "loss_pixel.png"]:
         assert name in linked, name
-    from PIL import Image
 
     gif = Image.open(out / "reverse_latent.gif")
     assert gif.n_frames == 4  # x_T and one frame per DDIM step (3 steps < 20 frames)
@@ -107,8 +110,6 @@ def test_without_notes_the_discussion_says_so():
 
 
 def _run(space: str, metrics: dict, max_minutes: float = 15.0) -> comparison.Run:
-    from diffusion.config import DiffusionConfig
-
     cfg = DiffusionConfig()
     cfg.train.max_minutes = max_minutes
     return comparison.Run(space, Path(f"{space}.pt"), Path(space), cfg, metrics, None)
@@ -216,11 +217,6 @@ def test_moved_run_folder_still_finds_its_files(tiny_runs, tmp_path):
 
 
 def test_gifs_are_thinned_until_the_figures_fit(tmp_path):
-    import numpy as np
-    from PIL import Image
-
-    from plumbing.pictures import save_gif
-
     rng = np.random.default_rng(0)
     for name in ("a.gif", "b.gif"):
         save_gif([rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(20)], tmp_path / name)

@@ -24,8 +24,9 @@ import autoencoder.trainer as ae_trainer
 import diffusion.train as dtrain
 from plumbing.checkpoint import load_checkpoint
 from plumbing.cli import UserError, run_main
-from plumbing.resume import TEST_SIGNAL_ENV, Progress, TrainingState, state_files
-from tests.helpers import REPO, TINY_AE, TINY_DIFFUSION, offline_training, subprocess_env
+from plumbing.resume import Progress, TrainingState, state_files
+from tests.helpers import REPO, TINY_AE, TINY_DIFFUSION, offline_training, signal_at_step, subprocess_env
+import shutil
 
 # 21 training images, batches of 4: 5 steps per epoch, 10 in all; state checkpoints after steps 3, 6
 # and 9 (the newest 2 kept). Killed after step 8, the run resumes from step 6 (epoch 1, batch 1) and
@@ -49,9 +50,8 @@ def _ldm_args(sprite_dir: Path, cache: Path, ae_path: Path, *extra: str) -> list
 
 def _kill_run(module: str, args: list[str], out: Path, tmp_path: Path, at: int = KILL_AT) -> None:
     """Run a trainer in a subprocess that sends itself SIGKILL right after step `at`."""
-    env = {**subprocess_env(tmp_path), TEST_SIGNAL_ENV: f"KILL@{at}"}
-    proc = subprocess.run([sys.executable, "-m", module, "--out", str(out), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run([sys.executable, "-m", "tests.signal_at_step", f"KILL@{at}", module, "--out", str(out), *args],
+                          cwd=REPO, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=180)
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-3000:])
 
 
@@ -125,7 +125,8 @@ def test_ae_killed_and_resumed_is_bitwise_identical(ae_reference, sprite_dir, tm
 def test_sigterm_stops_after_the_step_and_says_how_to_resume(ae_reference, sprite_dir, tmp_path, no_lpips,
                                                              monkeypatch, capsys):
     run = tmp_path / "run"
-    monkeypatch.setenv(TEST_SIGNAL_ENV, "TERM@4")
+    undo = pytest.MonkeyPatch()
+    signal_at_step(undo, "TERM@4")
     handler_before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as exit_:
         run_main(ae_train.main, ["--out", str(run), *_ae_args(sprite_dir, tmp_path / "cache")])
@@ -139,7 +140,7 @@ def test_sigterm_stops_after_the_step_and_says_how_to_resume(ae_reference, sprit
     state = load_checkpoint(run / "state-00000004.pt", kind="autoencoder-state")
     assert state["progress"]["step"] == 4 and (state["progress"]["epoch"], state["progress"]["batch"]) == (0, 4)
 
-    monkeypatch.delenv(TEST_SIGNAL_ENV)
+    undo.undo()
     ae_train.main(["--resume", str(run)])
     _assert_same_weights(load_checkpoint(ae_reference / "ae.pt")["model"], load_checkpoint(run / "ae.pt")["model"])
 
@@ -265,7 +266,7 @@ def stopped_ae_run(sprite_dir, tmp_path_factory):
     """An AE run stopped by SIGTERM after step 3 (in-process), for the refusal tests."""
     root = tmp_path_factory.mktemp("stopped")
     with offline_training() as mp:
-        mp.setenv(TEST_SIGNAL_ENV, "TERM@3")
+        signal_at_step(mp, "TERM@3")
         with pytest.raises(SystemExit):
             run_main(ae_train.main, ["--out", str(root / "run"), *_ae_args(sprite_dir, root / "cache")])
     return root / "run"
@@ -303,8 +304,6 @@ def test_resume_of_a_finished_run(ae_reference, capsys):
 
 
 def test_resume_with_other_data_is_refused(stopped_ae_run, sprite_dir, tmp_path, capsys):
-    import shutil
-
     other = tmp_path / "other"
     shutil.copytree(sprite_dir, other)
     sorted(other.glob("*.png"))[0].unlink()

@@ -1,4 +1,4 @@
-"""The reverse-process samplers (diffusion/sampling.py) with analytic denoisers.
+"""The reverse-process samplers (diffusion/samplers.py) with analytic denoisers.
 
 For data x_0 ~ N(m, s^2) (independent per dimension) and x_t = a x_0 + b eps (a^2 = alpha_bar_t,
 b^2 = 1 - alpha_bar_t), the exact posterior-mean denoiser is
@@ -15,7 +15,7 @@ import pytest
 import torch
 from scipy import stats
 
-from diffusion.sampling import ddim_sample, ddim_timesteps, ddpm_sample
+from diffusion.samplers import ddim_sample, ddim_timesteps, ddpm_sample
 from diffusion.schedule import LinearSchedule
 
 CPU = torch.device("cpu")

@@ -10,6 +10,8 @@ from scipy import stats
 
 from diffusion.schedule import MAX_ALPHA_BAR_T, LinearSchedule
 from plumbing.cli import UserError
+from diffusion.trainer import draw_t
+from types import SimpleNamespace
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -86,9 +88,6 @@ def test_t_from_log_snr_inverts_log_snr_and_picks_the_nearest_step():
 
 
 def test_log_snr_normal_t_sampling_has_the_configured_distribution():
-    from types import SimpleNamespace
-
-    from diffusion.trainer import draw_t
     s = LinearSchedule()
     cfg = SimpleNamespace(log_snr_mean=1.0, log_snr_std=2.4)
     t = draw_t(s, 200_000, cfg, _gen(0))

@@ -22,7 +22,7 @@ from plumbing.checkpoint import load_checkpoint
 from plumbing.cli import UserError
 from plumbing.config import load_config
 from reports.species import own_species, read_asked, species_hits, spread
-from sprites.dataset import load_sprites
+from sprites.dataset import load_artworks
 from sprites.labels import (NULL_SPECIES, NUM_SPECIES, load_species_table, parse_species, species_labels,
                             species_name)
 from tests.helpers import REPO, TINY_DIFFUSION, subprocess_env
@@ -88,7 +88,7 @@ def test_images_of_numbers_outside_the_table_get_no_species():
 
 def test_every_image_carries_its_pokedex_number(species_run):
     cfg = species_run["cfg"]
-    data = load_sprites(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
+    data = load_artworks(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
     labels = training_labels(cfg, data)
     assert labels.species.tolist() == [d - 1 if d <= 22 else NULL_SPECIES for d in data.dex.tolist()]
     assert "conditioning on the species" in (species_run["run_dir"] / "log.txt").read_text()
@@ -99,7 +99,7 @@ def test_checkpoint_records_the_species_table_and_the_trained_numbers(species_ru
     ckpt = load_checkpoint(species_run["run_dir"] / "diffusion.pt", kind="diffusion")
     record = ckpt["labels"]
     assert record["species"]["3"] == "Venusaur" and len(record["species"]) == 22
-    data = load_sprites(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
+    data = load_artworks(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
     held = set(data.dex[data.holdout_idx].tolist())
     assert record["trained_species"] == sorted(set(range(1, 23)) - held)
     assert ckpt["ema"]["species_emb.weight"].shape[0] == NUM_SPECIES + 1
@@ -191,7 +191,7 @@ def test_cli_bad_held_out_and_unsupported_species(species_run, tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip() == ("error: unknown species 'bulbasuar'; did you mean "
                                                           "Bulbasaur?")
     cfg = species_run["cfg"]
-    data = load_sprites(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
+    data = load_artworks(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
     held = sorted(set(data.dex[data.holdout_idx].tolist()) & set(range(1, 23)))[0]
     warned = _sample(species_run, tmp_path, "--species", str(held), "--n", "1", "--out", str(tmp_path / "b"))
     assert warned.returncode == 0

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusion.sampling import ddim_sample, x0_trajectory
+from diffusion.samplers import ddim_sample, x0_trajectory
 from diffusion.schedule import LinearSchedule
 from plumbing.cli import UserError
 from reports import trajectory
@@ -27,7 +27,7 @@ def test_an_oracle_denoiser_predicts_its_x0_at_every_recorded_step_and_the_run_l
     assert len(ts) == 6 and ts == sorted(ts, reverse=True)
     for _, x0_hat in kept:
         assert torch.equal(x0_hat, target)
-    torch.testing.assert_close(x, target)  # DDIM with the true x_0 returns it (diffusion/sampling.py)
+    torch.testing.assert_close(x, target)  # DDIM with the true x_0 returns it (diffusion/samplers.py)
 
 
 def test_the_recording_does_not_change_the_run_and_its_last_row_is_the_sample():

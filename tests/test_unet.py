@@ -6,8 +6,12 @@ import math
 import pytest
 import torch
 
+from diffusion.config import DiffusionConfig
+from diffusion.denoiser import build_unet
 from diffusion.labels import Labels
 from diffusion.unet import UNet, timestep_embedding
+from plumbing.cli import UserError
+from plumbing.config import load_config
 
 
 def _net(seed=0, **kw) -> UNet:
@@ -143,3 +147,14 @@ def test_dropout_only_in_training_mode():
         torch.manual_seed(1)
         b = net(x, t)
     assert not torch.allclose(a, b)
+
+
+def test_model_heads_sets_the_attention_heads():
+    """model.heads: the attention layers split their channels into that many heads."""
+    cfg = load_config(DiffusionConfig, None, ["model.channels=[8,16]", "model.heads=2", "model.attention_levels=[1]"])
+    net = build_unet(cfg, 4)
+    heads = {m.heads for m in net.modules() if hasattr(m, "heads")}
+    assert heads == {2}
+    assert net(torch.randn(2, 4, 8, 8), torch.tensor([1, 2])).shape == (2, 4, 8, 8)
+    with pytest.raises(UserError, match="multiples of model.heads=3"):
+        load_config(DiffusionConfig, None, ["model.channels=[8,16]", "model.heads=3"])

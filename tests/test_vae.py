@@ -16,12 +16,14 @@ import autoencoder.trainer as ae_trainer
 from autoencoder.config import AEConfig
 from autoencoder.latents import build_vae, encode_posterior, latent_statistics, load_autoencoder, spatial_smoothness
 from autoencoder.losses import PatchDiscriminator, hinge_d_loss, hinge_g_loss, kl_to_standard_normal
-from autoencoder.model import VAE
+from autoencoder.vae import VAE
 from plumbing.checkpoint import FORMAT_VERSION, load_checkpoint
 from plumbing.cli import UserError
 from plumbing.config import load_config, to_dict
-from sprites.dataset import load_sprites, to_unit_range
+from sprites.dataset import load_artworks, to_unit_range
 from tests.helpers import TINY_AE, offline_training
+from autoencoder.trainer import discriminator_on
+from plumbing.checkpoint import save_atomic
 
 RUN_FILES = ["config.yaml", "log.txt", "loss.png", "reconstructions.png", "metrics.json", "ae.pt"]
 
@@ -184,7 +186,7 @@ def test_checkpoint_contents(trained, tmp_path):
     assert raw.keys() == ckpt.keys()
     assert ckpt["kind"] == "autoencoder" and ckpt["format"] == FORMAT_VERSION
     assert ckpt["config"] == to_dict(trained["cfg"])
-    data = load_sprites(trained["cfg"].data.root, 16, tmp_path / "c")
+    data = load_artworks(trained["cfg"].data.root, 16, tmp_path / "c")
     assert ckpt["data_fingerprint"] == data.fingerprint
     stats = ckpt["latent"]
     assert set(stats) >= {"scale", "channel_mean", "channel_std", "global_mean", "global_std"}
@@ -205,7 +207,7 @@ def test_checkpoint_round_trip(trained, tmp_path):
     for k, v in vae.state_dict().items():
         assert torch.equal(v, state[k]), k
     cfg = trained["cfg"]
-    data = load_sprites(cfg.data.root, cfg.data.size, tmp_path / "c", cfg.data.holdout, cfg.data.split_seed)
+    data = load_artworks(cfg.data.root, cfg.data.size, tmp_path / "c", cfg.data.holdout, cfg.data.split_seed)
     x = to_unit_range(data.images[:6])
     with torch.no_grad():
         m1, lv1 = vae_trained.encode(x)
@@ -221,8 +223,6 @@ def test_checkpoint_round_trip(trained, tmp_path):
 
 
 def test_load_autoencoder_refuses_other_kinds(trained, tmp_path):
-    from plumbing.checkpoint import save_atomic
-
     ckpt = torch.load(trained["run_dir"] / "ae.pt", weights_only=True)
     ckpt["kind"] = "ldm"
     save_atomic(ckpt, tmp_path / "ldm.pt")
@@ -344,8 +344,6 @@ def test_discriminator_run_logs_its_loss_and_keeps_it_out_of_the_weights(make_ae
 
 
 def test_the_discriminator_starts_at_a_share_of_the_steps_or_of_the_time_budget(make_ae_config):
-    from autoencoder.trainer import discriminator_on
-
     steps = make_ae_config("loss.disc_start=0.5", "train.max_minutes=0")
     assert not discriminator_on(49, 100, 1e6, steps) and discriminator_on(50, 100, 0.0, steps)
     budget = make_ae_config("loss.disc_start=0.5", "train.max_minutes=10")

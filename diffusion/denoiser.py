@@ -3,7 +3,7 @@
     build_schedule(cfg)              the linear beta schedule (diffusion/schedule.py)
     build_unet(cfg, in_channels)     the U-Net, with an embedding for each kind of label it is conditioned on
     predict_x0(model, x_t, t, ...)   one forward pass, in bf16 autocast where enabled, returned in float32
-    make_denoiser(model, ...)        denoise(x_t, t) for diffusion/sampling.py, classifier-free guided
+    make_denoiser(model, ...)        denoise(x_t, t) for diffusion/samplers.py, classifier-free guided
                                      (diffusion/guidance.py) when labels are given
 
 Used by training (sample grids), sampling (diffusion/pipeline.py) and the diagnostics in reports/.
