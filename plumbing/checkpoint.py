@@ -14,7 +14,7 @@ load_state_dict, so an fp16 file loads exactly like an fp32 one.
 
 The shipped release is in safetensors instead (`write_safetensors`, `read_safetensors`): the
 ecosystem's format for weights, a flat file of named tensors that other tools read and whose
-loading cannot run code; its configuration travels beside it as JSON (diffusion/release.py).
+loading cannot run code; its configuration travels beside it as JSON (plumbing/release.py).
 """
 from __future__ import annotations
 

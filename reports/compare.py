@@ -24,7 +24,7 @@ Where the numbers come from:
     time and peak memory of --n samples, each model in a fresh Python process.
   * Quality: the creature measures of reports/creature.py with the shipped PokeNet (recognisability,
     Frechet distance in PokeNet features, precision/recall, the two-sample test), then the pixel
-    measures of reports/metrics.py, each with its reference rows (sets of known quality).
+    measures of reports/measures.py, each with its reference rows (sets of known quality).
   * Forward process: reports.noising's statistics of x_0 and x_T for RGB values and latents.
   * Verdict and discussion: the Markdown of --verdict FILE (shown under the title) and --notes FILE,
     verbatim. This command never writes judgement; without them the report says they are not written.

@@ -98,7 +98,7 @@ def sprites_of(run: Run, root: str, cache: dict):
 
 
 def pixel_quality(runs: list[Run], sampled: dict, sprites: dict, seed: int) -> dict:
-    """reports.metrics.evaluate of every sample set, and reference_rows once per image size."""
+    """reports.measures.evaluate of every sample set, and reference_rows once per image size."""
     quality = {"samples": {}, "reference": {}, "notes": []}
     for run in runs:
         train, holdout = to_unit_range(sprites[run.space].train()), to_unit_range(sprites[run.space].holdout())
@@ -367,8 +367,8 @@ def section_quality(runs: list[Run], quality: dict, creature: dict | None, steps
     text = [
         "## Quality\n", section_creatures(creature), "",
         "### Pixel measures\n",
-        "Every sample set against the training artworks, with `reports.metrics.evaluate`; the reference rows are "
-        "`reports.metrics.reference_rows`, the same metrics for sets of known quality. SWD: sliced Wasserstein "
+        "Every sample set against the training artworks, with `reports.measures.evaluate`; the reference rows are "
+        "`reports.reference.reference_rows`, the same metrics for sets of known quality. SWD: sliced Wasserstein "
         "distance of Laplacian-pyramid patches (lower is better); precision / recall: k-NN manifolds in 16x16 "
         "pixel features (higher is better); memorised: share of samples much closer to a training sprite than "
         "new real sprites are; NN-train: median distance to the nearest training sprite; diversity: mean "

@@ -1,6 +1,6 @@
 """Measures that see creatures: PokeNet's features and probabilities, and a classifier two-sample test.
 
-The pixel measures of reports/metrics.py judge colours, patches and layout; a set of coloured
+The pixel measures of reports/measures.py judge colours, patches and layout; a set of coloured
 fragments with the right palette and extent scores well there. These judge what PokeNet
 (reports/pokenet.py), trained to name the species from many views, makes of an image:
 
@@ -12,7 +12,7 @@ fragments with the right palette and extent scores well there. These judge what 
     frechet_pokenet   the Frechet distance between Gaussians fitted to PokeNet's penultimate features
                       of the samples and of the training artworks. The same formula as FID, in
                       another network's features: not comparable with FID numbers, and not called FID.
-    precision/recall  Kynkaanniemi et al. (2019), k = 3, in PokeNet's features (reports.metrics'
+    precision/recall  Kynkaanniemi et al. (2019), k = 3, in PokeNet's features (reports.measures'
                       precision_recall with these features).
     c2st              a classifier two-sample test (Lopez-Paz & Oquab 2017): a small CNN trained to
                       tell samples from real artworks on 64x64 RGB, k-fold accuracy (0.5: it cannot

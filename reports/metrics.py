@@ -69,6 +69,9 @@ def parse_args(argv: list[str]):
                    help="PokeNet weights for the creature measures (default: the shipped ones)")
     p.add_argument("--trust-pokenet", action="store_true", help="use PokeNet weights whose sha256 is not a known one")
     p.add_argument("--no-pokenet", action="store_true", help="skip the creature measures")
+    p.add_argument("--no-reference", action="store_true",
+                   help="measure the samples alone, without the reference rows (they are the same for every sample "
+                        "set of a size: compare with one run that has them)")
     p.add_argument("--out", default=None, help="JSON file (default: SAMPLES/metrics.json)")
     return p.parse_args(argv)
 
@@ -120,7 +123,7 @@ def main(argv: list[str]) -> None:
     if args.corpus:
         result["memorisation_all_sources"] = memorisation_all_sources(samples, sprites, holdout, args.corpus,
                                                                               args.cache_dir)
-    reference = reference_rows(train, holdout, args.seed, not args.no_fid)
+    reference = {} if args.no_reference else reference_rows(train, holdout, args.seed, not args.no_fid)
     print_table({"samples": result, **reference})
     print(f"memor. = share within {mem['ratio']} x {mem['threshold']:.3f} of a training sprite (the "
           f"{mem['quantile']:.0%} quantile for new held-out sprites; {mem['holdout_duplicates']} held-out sprites "
@@ -157,7 +160,7 @@ def creature_table(samples: torch.Tensor, train: torch.Tensor, args) -> dict:
         raise UserError(f"the creature measures need {size}x{size} samples (PokeNet's size), got "
                         f"{samples.shape[-1]}x{samples.shape[-1]}; pass --no-pokenet")
     held, _ = validation_artworks(ckpt, args.data, cache_dir=args.cache_dir)
-    rows = creature_reference_rows(model, samples, train, to_unit_range(held), args.seed)
+    rows = creature_reference_rows(model, samples, train, to_unit_range(held), args.seed, not args.no_reference)
     print(f"\ncreature measures (PokeNet {args.pokenet}; against the {len(train)} training artworks):")
     print(f"{'set':<26}{'n':>5}{'recognised':>11}{'mean top p':>11}{'exp-KL':>8}{'Frechet':>9}{'prec':>6}"
           f"{'recall':>7}{'C2ST':>6}")

@@ -39,16 +39,18 @@ def reference_rows(train: torch.Tensor, holdout: torch.Tensor, seed: int = 0, fi
 
 
 def creature_reference_rows(model: PokeNet, samples: torch.Tensor, train: torch.Tensor, held: torch.Tensor,
-                       seed: int = 0) -> dict[str, dict]:
+                            seed: int = 0, references: bool = True) -> dict[str, dict]:
     """`creature_scores` of the samples and of sets of known quality, all against the training artworks
     `train` (with the two-sample test against them too): real held-out artworks (`held`, never seen
     by PokeNet), the same blurred (sigma 2 px) and with their pixels shuffled within 8x8 tiles, and
-    uniform noise as many as the samples."""
+    uniform noise as many as the samples (the samples alone without `references`)."""
     ref = predict(model, train, "cpu")[0]
     gen = torch.Generator().manual_seed(seed)
-    sets = {"samples": samples, "held-out artworks": held, "held-out, blurred": gaussian_blur(held, 2.0),
-            "held-out, tiles shuffled": block_shuffle(held, 8, seed),
-            "noise": torch.rand(len(samples), *samples.shape[1:], generator=gen) * 2 - 1}
+    sets = {"samples": samples}
+    if references:
+        sets.update({"held-out artworks": held, "held-out, blurred": gaussian_blur(held, 2.0),
+                     "held-out, tiles shuffled": block_shuffle(held, 8, seed),
+                     "noise": torch.rand(len(samples), *samples.shape[1:], generator=gen) * 2 - 1})
     return {name: creature_scores(model, images, train, ref, c2st_real=train, seed=seed) for name, images in sets.items()}
 
 

@@ -37,7 +37,7 @@ from sprites.dataset import load_artworks, artworks_root, to_unit_range
 
 
 def mean_psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
-    """The mean per-image PSNR in dB (autoencoder.train.psnr: the AE's held-out PSNR), rounded to 0.01."""
+    """The mean per-image PSNR in dB (autoencoder.trainer.psnr: the AE's held-out PSNR), rounded to 0.01."""
     return round(float(psnr(images, reference).mean()), 2)
 
 

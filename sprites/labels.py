@@ -1,4 +1,4 @@
-"""Pokemon types as class labels for type-conditional generation.
+"""Pokemon types and species as class labels for conditional generation (the species: the end of this file).
 
 The type table is `pokemon_stats.csv` (Kaggle's "Pokemon with stats", via
 github.com/Mtingggg/pokemon_diffusion; see README.md "Data"). `python -m sprites.download` puts it
@@ -7,7 +7,7 @@ beside the sprite folder, so its default location is `<data.root>/../pokemon_sta
 
 Classes: the 18 types in alphabetical order (`TYPES`), index 0 = Bug ... 17 = Water, and one
 extra index `NULL_LABEL = 18` = "no label". NULL_LABEL is at the same time the U-Net's null class
-of classifier-free guidance (diffusion/unet.py: `num_classes` = 18, row 18 of the class embedding),
+of classifier-free guidance (diffusion/unet.py: `num_types` = 18, row 18 of the type embedding),
 so unlabelled images are *kept* and train the unconditional model, exactly as a dropped label does
 (diffusion/guidance.py).
 

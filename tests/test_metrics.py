@@ -189,6 +189,18 @@ def test_command_writes_json_and_prints_a_table(tmp_path, sprite_dir):
         assert any(line.startswith(name) for line in proc.stdout.splitlines())
 
 
+def test_without_reference_rows_the_command_measures_the_samples_alone(tmp_path, sprite_dir, capsys):
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for i, img in enumerate(sprites(8, seed=12)):
+        save_image(img, samples / f"{i:04d}.png")
+    run_main(metrics.main, ["--samples", str(samples), "--data", str(sprite_dir), "--holdout", "0.25", "--cache-dir",
+                            str(tmp_path / "cache"), "--no-pokenet", "--no-fid", "--no-reference"])
+    result = json.loads((samples / "metrics.json").read_text())
+    assert result["reference"] == {} and result["samples"]["n"] == 8
+    assert not any(line.startswith("holdout") for line in capsys.readouterr().out.splitlines())
+
+
 def test_command_on_an_empty_folder_is_one_line_error(tmp_path, sprite_dir, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit) as exit_:
