@@ -103,11 +103,12 @@ def training_labels(cfg: DiffusionConfig, data: ImageSet) -> Labels | None:
     return None if types is None and styles is None and species is None else Labels(types, styles, species)
 
 
-def species_record(cfg: DiffusionConfig, data: ImageSet) -> dict:
+def species_record(cfg: DiffusionConfig, data: ImageSet, earlier: list[int] = ()) -> dict:
     """What a species model's checkpoint records: the species table {number: name} and the numbers
-    it trained on (every held-out number of the split is missing from them)."""
+    it trained on: those of this run's training images (the split's held-out numbers are missing)
+    and `earlier`, those of the model a fine-tuning run started from."""
     table = load_species_table(table_path(cfg))
-    trained = sorted(set(data.dex[data.train_idx].tolist()) & set(table))
+    trained = sorted((set(data.dex[data.train_idx].tolist()) | set(earlier)) & set(table))
     return {"species": {str(k): v for k, v in sorted(table.items())}, "trained_species": trained}
 
 
@@ -214,14 +215,16 @@ class SpeciesKnown:
 def requested(types: list[str] | None, styles: list[str] | None, has_types: bool, has_styles: bool,
               n: int, default_style: str | None = "artwork", species: list[str] | None = None,
               fusions: list[tuple[str, str, float]] | None = None, known: SpeciesKnown | None = None,
-              seed: int = 0) -> tuple[Labels | None, list[str]]:
+              seed: int = 0, default_species: str | None = "random") -> tuple[Labels | None, list[str]]:
     """The labels of a sampling request and one row name per row of n samples.
 
     Rows: every combination of the requested species entries, types and styles ('all' for every
     type or style). A species entry is a name or Pokedex number (n samples of it), 'random' (n
     samples, each of a species drawn from the trained ones with `seed`), or a fusion (a, b, weight).
-    A style-conditional model draws `default_style` when no style is asked for; asking a model for
-    a kind it was not trained with is a one-line error."""
+    A style-conditional model draws `default_style` when no style is asked for, and a species model
+    `default_species` ('random': a species per sample) when no species, fusion or type is asked for
+    (docs/results.md: what the shipped model draws best); asking a model for a kind it was not
+    trained with is a one-line error."""
     if types and not has_types:
         raise UserError("this checkpoint was trained without type labels (cond.labels=none); drop --type, or "
                         "train with cond.labels=type1 (configs/ldm_types.yaml)")
@@ -233,6 +236,8 @@ def requested(types: list[str] | None, styles: list[str] | None, has_types: bool
                         "--fuse, or train with cond.species=true (configs/ldm_species.yaml)")
     if not styles and has_styles and default_style:
         styles = [default_style]
+    if known is not None and not species and not fusions and not types and default_species:
+        species = [default_species]
     type_ids = _choose(types, len(TYPES), parse_type)
     style_ids = _choose(styles, len(SOURCES), parse_style)
     species_rows = _species_rows(species, fusions, known, n, seed)

@@ -113,15 +113,16 @@ def init_model(path: str) -> dict:
             raise UserError(f"train.init={path} holds neither {CHECKPOINT_NAME} nor a training state (state-*.pt); "
                             "pass a release, a run folder or a diffusion.pt")
         state = load_checkpoint(states[-1], kind=STATE_KIND)
-        return {"config": state["config"], "ema": state["ema"]["shadow"], "ae": state["ae"]}
+        return {"config": state["config"], "ema": state["ema"]["shadow"], "ae": state["ae"],
+                "labels": state.get("labels", {})}
     return read_diffusion(path)
 
 
-def starting_point(cfg: DiffusionConfig) -> tuple[dict | None, dict | None]:
-    """(EMA weights, AE record) of the model a fine-tuning run starts from (train.init), else (None, None).
-    Its space and network must be the config's (INIT_KEYS)."""
+def starting_point(cfg: DiffusionConfig) -> tuple[dict | None, dict | None, list[int]]:
+    """(EMA weights, AE record, species it trained on) of the model a fine-tuning run starts from
+    (train.init), else (None, None, []). Its space and network must be the config's (INIT_KEYS)."""
     if not cfg.train.init:
-        return None, None
+        return None, None, []
     init = init_model(cfg.train.init)
     mine, theirs = to_dict(cfg), init["config"]
     if (mine["train"]["augment"] > 0) != (theirs["train"]["augment"] > 0):
@@ -134,7 +135,7 @@ def starting_point(cfg: DiffusionConfig) -> tuple[dict | None, dict | None]:
         if a != b:
             raise UserError(f"train.init={cfg.train.init} has {key}={b}, this config {key}={a}; set {key}={b} "
                             "(fine-tuning keeps the network)")
-    return init["ema"], init["ae"]
+    return init["ema"], init["ae"], init.get("labels", {}).get("trained_species", [])
 
 
 def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None = None) -> dict:
@@ -145,7 +146,7 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     gen = seed_everything(cfg.seed)  # every draw of a step: t, noise, label dropout
     schedule = build_schedule(cfg)
     schedule.check_ends_in_noise(force=cfg.schedule.force)  # data-free check before any work
-    init_weights, init_ae = starting_point(cfg) if not resumed else (None, None)
+    init_weights, init_ae, earlier_species = starting_point(cfg) if not resumed else (None, None, [])
     data = load_data(cfg.data)
     check_fingerprint(resumed, data.fingerprint, cfg.data.root)
     train_images = data.train()
@@ -171,7 +172,9 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
             f"unlabelled training images, trained as 'no label'); label dropout {cfg.cond.drop_prob}")
     if train_labels is not None and train_labels.style is not None:
         log(f"conditioning on the style ({', '.join(SOURCES)}); label dropout {cfg.cond.drop_prob}")
-    species = species_record(cfg, data) if num_species(cfg) else {}
+    if resumed:  # the species a resumed run's model had trained on before (a fine-tuning's starting model's)
+        earlier_species = resumed.state.get("labels", {}).get("trained_species", [])
+    species = species_record(cfg, data, earlier_species) if num_species(cfg) else {}
     label_record = {"types": list(TYPES) if num_types(cfg) else [], "styles": list(SOURCES) if num_styles(cfg) else [],
                     **species}
     if species:

@@ -74,9 +74,17 @@ def converted(state: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Ten
 
 
 def write_release(ae_src: Path, ldm_src: Path, dtypes: dict[str, str], out: Path) -> dict:
-    """Write the two safetensors files and config.json from a VAE's ae.pt and an LDM's diffusion.pt
-    (without the fidelity check); return the config."""
-    ae, ldm = load_checkpoint(ae_src, kind="autoencoder"), load_checkpoint(ldm_src, kind="diffusion")
+    """Write the two safetensors files and config.json from a VAE's ae.pt (or an earlier release's
+    ae.safetensors, for an LDM trained on it) and an LDM's diffusion.pt (without the fidelity check);
+    return the config."""
+    ldm = load_checkpoint(ldm_src, kind="diffusion")
+    if Path(ae_src).suffix == ".safetensors":  # the VAE of an earlier release (an LDM trained on it)
+        part = read_part(ae_src)
+        ae = {**part, "model": part["weights"]}
+        ae_origin = (part["source"], part["source_sha256"])  # where that release's VAE came from
+    else:
+        ae = load_checkpoint(ae_src, kind="autoencoder")
+        ae_origin = (str(ae_src), file_sha256(ae_src))
     write_safetensors(converted(ae["model"], dtypes["ae"]), out / RELEASE_AE)
     write_safetensors(converted(ldm["ema"], dtypes["ldm"]), out / RELEASE_LDM)
     meta = {
@@ -86,7 +94,7 @@ def write_release(ae_src: Path, ldm_src: Path, dtypes: dict[str, str], out: Path
                 "sha256": file_sha256(out / RELEASE_LDM), "source": str(ldm_src), "source_sha256": file_sha256(ldm_src),
                 "data_fingerprint": ldm.get("data_fingerprint"), "metrics": ldm.get("metrics", {})},
         "ae": {"file": RELEASE_AE, "config": ae["config"], "latent": ae["latent"], "dtype": dtypes["ae"],
-               "sha256": file_sha256(out / RELEASE_AE), "source": str(ae_src), "source_sha256": file_sha256(ae_src),
+               "sha256": file_sha256(out / RELEASE_AE), "source": ae_origin[0], "source_sha256": ae_origin[1],
                "data_fingerprint": ae.get("data_fingerprint"), "metrics": ae.get("metrics", {})},
     }
     (out / RELEASE_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
@@ -124,7 +132,9 @@ def model_card(meta: dict, notes: str | None) -> str:
         return ", ".join(f"{k} {v:g}" for k, v in cfg["data"]["mix"].items() if v > 0)
 
     labels = ldm["labels"]
-    conditioned = " and ".join(p for p, on in (("Pokemon type", labels["types"]), ("style", labels["styles"])) if on)
+    kinds = [p for p, on in (("species", labels.get("species")), ("Pokemon type", labels["types"]),
+                             ("style", labels["styles"])) if on]
+    conditioned = ", ".join(kinds[:-1]) + " and " + kinds[-1] if len(kinds) > 1 else "".join(kinds)
 
     def machine(m: dict) -> str:
         mm = m.get("machine") or {}

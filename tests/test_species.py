@@ -15,7 +15,15 @@ import torch
 from diffusion import trainer as dtrainer
 from diffusion.config import DiffusionConfig
 from diffusion.guidance import dropped
-from diffusion.labels import Labels, SpeciesKnown, fusion_weights, requested, sample_rows, training_labels
+from diffusion.labels import (
+    Labels,
+    SpeciesKnown,
+    fusion_weights,
+    requested,
+    sample_rows,
+    species_record,
+    training_labels,
+)
 from diffusion.pipeline import load_pipeline
 from diffusion.unet import UNet
 from plumbing.checkpoint import load_checkpoint
@@ -23,8 +31,7 @@ from plumbing.cli import UserError
 from plumbing.config import load_config
 from reports.species import own_species, read_asked, species_hits, spread
 from sprites.dataset import load_artworks
-from sprites.labels import (NULL_SPECIES, NUM_SPECIES, load_species_table, parse_species, species_labels,
-                            species_name)
+from sprites.labels import NULL_SPECIES, NUM_SPECIES, load_species_table, parse_species, species_labels, species_name
 from tests.helpers import REPO, TINY_DIFFUSION, subprocess_env
 
 NAMES = ["Bulbasaur", "Ivysaur", "VenusaurMega Venusaur", "Charmander", "Charmeleon", "CharizardMega Charizard X",
@@ -105,6 +112,14 @@ def test_checkpoint_records_the_species_table_and_the_trained_numbers(species_ru
     assert ckpt["ema"]["species_emb.weight"].shape[0] == NUM_SPECIES + 1
 
 
+def test_a_fine_tuned_model_keeps_the_species_its_starting_model_trained_on(species_run):
+    cfg = species_run["cfg"]
+    data = load_artworks(cfg.data.root, cfg.data.size, cfg.data.cache_dir, cfg.data.holdout, cfg.data.split_seed)
+    held = sorted(set(data.dex[data.holdout_idx].tolist()) & set(range(1, 23)))
+    assert held and not set(held) & set(species_record(cfg, data)["trained_species"])
+    assert set(held) <= set(species_record(cfg, data, earlier=held)["trained_species"])
+
+
 def test_species_dropout_leaves_the_type_and_style_draws_as_they_were():
     """Species labels are dropped after types and styles, so models without them train as before."""
     types, styles = torch.randint(0, 18, (64,)), torch.randint(0, 4, (64,))
@@ -143,6 +158,10 @@ def test_a_request_gives_rows_of_species_random_ones_and_fusions():
     described = sample_rows(labels, 9, known)
     assert described[0] == {"pokedex": "1", "species": "Bulbasaur", "type": "", "style": "artwork"}
     assert described[8]["pokedex"] == "4+7" and described[8]["species"] == "Charmander x Squirtle (0.50)"
+    default, rows = requested(None, None, False, True, 2, known=known, seed=4)  # nothing asked: random species
+    assert rows == ["random species, artwork"] and torch.equal(default.species + 1, drawn[:2])
+    by_type, _ = requested(["Fire"], None, True, True, 2, known=known)         # a type alone: no species
+    assert by_type.species is None
     with pytest.warns(UserWarning, match=r"Arbok \(No. 24\) is held out"):
         requested(None, None, False, True, 1, species=["arbok"], known=known)
     with pytest.raises(UserError, match="trained without species labels"):
@@ -186,7 +205,7 @@ def test_cli_writes_a_row_per_species_and_labels_csv(species_run, tmp_path):
     assert read_asked(out, 9) == [[1]] * 3 + [[4]] * 3 + [[2, 7]] * 3
 
 
-def test_cli_bad_held_out_and_unsupported_species(species_run, tmp_path):
+def test_cli_bad_held_out_and_unsupported_species(species_run, tiny_runs, tmp_path):
     bad = _sample(species_run, tmp_path, "--species", "bulbasuar", "--out", str(tmp_path / "a"))
     assert bad.returncode == 2 and bad.stderr.strip() == ("error: unknown species 'bulbasuar'; did you mean "
                                                           "Bulbasaur?")
@@ -196,10 +215,26 @@ def test_cli_bad_held_out_and_unsupported_species(species_run, tmp_path):
     warned = _sample(species_run, tmp_path, "--species", str(held), "--n", "1", "--out", str(tmp_path / "b"))
     assert warned.returncode == 0
     assert f"warning: {species_name(NAMES[held - 1])} (No. {held}) is held out" in warned.stderr
-    release = subprocess.run([sys.executable, "-m", "diffusion.sample", "--ckpt", str(REPO / "checkpoints/release"),
-                              "--species", "bulbasaur", "--out", str(tmp_path / "c")], cwd=REPO,
-                             env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=300)
-    assert release.returncode == 2 and "trained without species labels" in release.stderr
+    plain = subprocess.run([sys.executable, "-m", "diffusion.sample", "--ckpt", str(tiny_runs["pixel"]),
+                            "--species", "bulbasaur", "--out", str(tmp_path / "c")], cwd=REPO,
+                           env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 2 and "trained without species labels" in plain.stderr
+
+
+def test_the_shipped_model_draws_named_and_random_species(tmp_path):
+    out = tmp_path / "release"
+    done = subprocess.run([sys.executable, "-m", "diffusion.sample", "--ckpt", str(REPO / "checkpoints/release"),
+                           "--species", "Charmander", "--species", "machop", "--n", "2", "--steps", "2",
+                           "--out", str(out)], cwd=REPO, env=subprocess_env(tmp_path), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "warning: Machop (No. 66) is held out of this model's training data" in done.stderr  # the split
+    with open(out / "labels.csv", newline="") as f:
+        assert [r["pokedex"] for r in csv.DictReader(f)] == ["4", "4", "66", "66"]
+    pipe = load_pipeline(REPO / "checkpoints/release")
+    assert pipe.conditional == {"type": True, "style": True, "species": True}
+    labels, rows = pipe.labels(None, None, 3, seed=0)  # no request: random species in the artwork style
+    assert rows == ["random species, artwork"] and labels.species is not None
 
 
 # --- the species measures -------------------------------------------------------------------------------
