@@ -21,7 +21,7 @@ from plumbing.cli import UserError
 from plumbing.config import to_dict
 from plumbing.device import autocast, bf16_pays, precision_note, seed_everything, to_device
 from plumbing.distributed import start_processes
-from plumbing.guard import DivergenceGuard, diverged
+from plumbing.guard import DivergenceGuard
 from plumbing.optim import schedule_position, scheduled_lr, set_learning_rate
 from plumbing.pictures import save_grid
 from plumbing.resume import COMMON_RESUME_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint
@@ -183,11 +183,8 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
                 terms = {"total": loss, "l1": l1, "kl": kl, **({"lpips": lp} if lp is not None else {})}
                 # Averaged over the processes: the same numbers on each, for the log and the NaN check.
                 logged = dict(zip(terms, procs.mean(torch.stack(list(terms.values())).detach()).tolist()))
-                fired = guard.step(logged["total"])  # a non-finite or diverging loss stops the run (plumbing/guard.py)
-                if fired:
-                    err = diverged(guard, fired, progress.step + 1, logged["total"], run_dir, cfg.train.lr)
-                    log(f"stopped: {err}")
-                    raise err
+                # a non-finite or diverging loss stops the run (plumbing/guard.py)
+                guard.check(logged["total"], progress.step + 1, run_dir, cfg.train.lr, log)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()  # with DDP: gradients averaged over the processes
                 if cfg.train.grad_clip > 0:

@@ -6,7 +6,7 @@ Training objective, per batch (Ho et al. 2020 with the x0 parameterisation):
     x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps
     L = mean_b || f_theta(x_t, t[, labels]) - x_0 ||^2 / D        (D = dimensions of x_0)
 
-With labels (cond.labels, cond.style) each kind is replaced by "no label" with probability
+With labels (cond.labels, cond.style, cond.species) each kind is replaced by "no label" with probability
 cond.drop_prob, on its own, for classifier-free guidance (diffusion/guidance.py). With
 train.augment > 0 the x_0 are augmented without leaking (diffusion/augment.py).
 
@@ -37,7 +37,7 @@ from plumbing.cli import UserError
 from plumbing.config import to_dict
 from plumbing.device import bf16_pays, precision_note, seed_everything, to_device
 from plumbing.distributed import start_processes
-from plumbing.guard import DivergenceGuard, diverged
+from plumbing.guard import DivergenceGuard
 from plumbing.release import is_release
 from plumbing.optim import EMA, scheduled_lr, set_learning_rate
 from plumbing.pictures import save_grid
@@ -246,11 +246,8 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
                 x0_hat = predict_x0(train_model, xt, t, use_bf16, y)
                 loss = (x0_hat - x0).pow(2).mean()
                 logged = procs.mean(loss.detach()).item()  # the same on every process
-                fired = guard.step(logged)  # a non-finite or diverging loss stops the run (plumbing/guard.py)
-                if fired:
-                    err = diverged(guard, fired, progress.step + 1, logged, run_dir, cfg.train.lr, can_init=True)
-                    log(f"stopped: {err}")
-                    raise err
+                # a non-finite or diverging loss stops the run (plumbing/guard.py)
+                guard.check(logged, progress.step + 1, run_dir, cfg.train.lr, log, can_init=True)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()  # with DDP: gradients averaged over the processes
                 if cfg.train.grad_clip > 0:

@@ -66,6 +66,14 @@ class DivergenceGuard:
             self.high_since = self.steps
         return self.high_since if self.steps - self.high_since + 1 >= self.patience else None
 
+    def check(self, loss: float, step: int, run_dir: Path | None, lr: float, log, can_init: bool = False) -> None:
+        """`step` for a trainer: on firing, log the one-line `diverged` error in the run's log and raise it."""
+        fired = self.step(loss)
+        if fired:
+            err = diverged(self, fired, step, loss, run_dir, lr, can_init)
+            log(f"stopped: {err}")
+            raise err
+
     def replay(self, losses: list[float]) -> int | None:
         """Feed a loss history (a resumed run's), returning where the guard fired in it, if it did."""
         fired = None

@@ -48,20 +48,13 @@ from plumbing.cli import UserError, run_main, user_path
 from plumbing.device import machine_summary, pick_device
 from plumbing.pictures import fit_budget
 from plumbing.runs import writable_dir
-from reports.comparison import (creature_quality, equal_compute, forward_figures, load_run, pixel_quality,
-                                section_compute, section_cost, section_discussion, section_forward, section_quality,
-                                section_samples, section_title, section_types, sprites_of, total_compute_sentence,
-                                type_grid, write_figures)
+from reports.comparison import (FIGURE_BUDGET_MB, creature_quality, equal_compute, forward_figures, load_run,
+                                pixel_quality, section_compute, section_cost, section_discussion, section_forward,
+                                section_quality, section_samples, section_title, section_types, sprites_of,
+                                total_compute_sentence, type_grid, write_figures)
 from reports.measures import K_NEIGHBOURS
 from sprites.dataset import artworks_root
 
-GIF_SAMPLES = 16
-GIF_FRAMES = 20
-TYPE_ROW = 8                 # samples per type in the per-type grid
-WALL_TIME_TOLERANCE = 0.10   # wall times further apart than this are not "equal compute"
-FIGURE_BUDGET_MB = 5.0
-SWD_PATCHES = 8192           # patches per pyramid level and set in the sliced Wasserstein distance (its default)
-LABELS = {"latent": "latent (LDM)", "pixel": "pixel", "pixel_total": "pixel, AE + LDM minutes"}
 
 
 

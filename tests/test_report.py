@@ -32,7 +32,7 @@ def report(tiny_runs, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("POKEMON_DATA", raising=False)
         mp.setenv("TORCH_HOME", str(out.parent / "torch_home"))  # no Inception weights: FID not computed
-        mp.setattr(compare, "SWD_PATCHES", 1024)  # 8192 by default; fewer keep the test fast
+        mp.setattr(comparison, "SWD_PATCHES", 1024)  # 8192 by default; fewer keep the test fast
         compare.main(["--ldm", str(tiny_runs["ldm"]), "--pixel", str(tiny_runs["pixel"]), "--out", str(out),
                       "--n", "6", "--steps", "3", "--notes", str(notes), "--verdict", str(verdict), "--device", "cpu"])
     return {"out": out, "md": (out / "report.md").read_text(), "json": json.loads((out / "report.json").read_text())}
