@@ -12,4 +12,7 @@ if [ "${1:-}" = "--execute" ]; then
 fi
 export POKEDIFFUSION_REQUIREMENTS=requirements-notebook.txt
 source "$(dirname "$0")/env.sh"
-exec "$(dirname "$py")/jupyter" lab notebooks/pokediffusion.ipynb
+# Jupyter refuses to start as root (containers often run as root) unless told so.
+as_root=()
+[ "$(id -u)" = 0 ] && as_root=(--allow-root)
+exec "$(dirname "$py")/jupyter" lab "${as_root[@]}" notebooks/pokediffusion.ipynb "$@"
