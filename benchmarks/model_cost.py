@@ -27,7 +27,7 @@ from diffusion.denoiser import make_denoiser, num_styles, num_types, predict_x0
 from diffusion.pipeline import Pipeline, load_diffusion
 from diffusion.samplers import ddim_timesteps
 from plumbing.device import pick_device
-from sprites.dataset import to_uint8
+from plumbing.pictures import to_uint8
 
 
 def sampling_job(ckpt: str, n: int, steps: int, seed: int, device: str) -> dict:

@@ -38,10 +38,9 @@ from plumbing.checkpoint import file_sha256, load_checkpoint
 from plumbing.cli import UserError
 from plumbing.config import from_dict
 from plumbing.device import bf16_pays, pick_device
-from plumbing.pictures import grid_array
+from plumbing.pictures import grid_array, to_uint8
 from plumbing.release import is_release, read_release, release_dir
 from plumbing.runs import newest_run_file
-from sprites.dataset import to_uint8
 
 STATE_KIND = "diffusion-state"   # the kind of a training-state checkpoint (diffusion/train.py, plumbing/resume.py)
 

@@ -10,9 +10,15 @@ from matplotlib import font_manager
 from PIL import Image, ImageDraw, ImageFont
 
 
+def to_uint8(batch: torch.Tensor) -> torch.Tensor:
+    """float in [-1, 1] -> uint8 pixels on the CPU (values outside the range are clipped); the inverse
+    of sprites.dataset.to_unit_range."""
+    return ((batch.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).cpu()
+
+
 def grid_array(images: torch.Tensor, nrow: int, pad: int = 2, upscale: int = 1) -> np.ndarray:
     """[N, 3, H, W] in [-1, 1] -> uint8 [rows*(H+pad)+pad, nrow*(W+pad)+pad, 3] on white."""
-    images = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    images = to_uint8(images)
     if upscale > 1:
         images = images.repeat_interleave(upscale, dim=2).repeat_interleave(upscale, dim=3)
     n, _, h, w = images.shape
@@ -50,8 +56,7 @@ def label_rows(grid: np.ndarray, labels: list[str], row_height: int, pad: int = 
 def save_image(image: torch.Tensor, path: str | Path) -> Path:
     """One [3, H, W] image in [-1, 1] -> PNG."""
     path = Path(path)
-    arr = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    Image.fromarray(arr.permute(1, 2, 0).numpy()).save(path)
+    Image.fromarray(to_uint8(image).permute(1, 2, 0).numpy()).save(path)
     return path
 
 

@@ -21,6 +21,7 @@ import torch
 from plumbing import runs
 from plumbing.checkpoint import file_sha256, half_precision, load_checkpoint, read_safetensors, write_safetensors
 from plumbing.cli import UserError
+from plumbing.pictures import to_uint8
 
 RELEASE_FORMAT = "pokediffusion-release-1"
 RELEASE_NAME = "release"
@@ -105,16 +106,14 @@ def image_difference(reference: torch.Tensor, other: torch.Tensor) -> dict:
     """How far `other` is from `reference` (images in [-1, 1]): PSNR in dB on the [0, 1] scale
     (None when identical), the largest 8-bit difference and the share of 8-bit values that differ."""
     mse = ((reference.float() - other.float()) / 2).pow(2).mean().item()
-    a, b = (((x.float().clamp(-1, 1) + 1) * 127.5).round().int() for x in (reference, other))
+    a, b = to_uint8(reference).int(), to_uint8(other).int()
     return {"psnr_db": None if mse == 0 else 10 * math.log10(1 / mse),
             "max_abs_8bit": int((a - b).abs().max()),
             "share_8bit_differ": float((a != b).double().mean())}
 
 
-
 def passes(diff: dict, min_psnr: float) -> bool:
     return diff["psnr_db"] is None or diff["psnr_db"] >= min_psnr
-
 
 
 def describe(diff: dict) -> str:

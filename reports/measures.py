@@ -43,8 +43,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from plumbing.pictures import to_uint8
 from reports.manifold import manifold_precision_recall, nearest_neighbours, pairwise_distances
-from sprites.dataset import decode_folder, list_image_files, to_uint8, to_unit_range
+from sprites.dataset import decode_folder, list_image_files, to_unit_range
 
 FEATURE_SIZE = 16   # pixel features: images averaged down to 16x16 (x 3 colours = 768 numbers)
 K_NEIGHBOURS = 3    # k of the k-NN balls in precision/recall (Kynkaanniemi et al. 2019 use k = 3)

@@ -60,11 +60,6 @@ def to_unit_range(batch_uint8: torch.Tensor) -> torch.Tensor:
     return batch_uint8.float() / 127.5 - 1.0
 
 
-def to_uint8(batch: torch.Tensor) -> torch.Tensor:
-    """float in [-1, 1] -> uint8 pixels (values outside the range are clipped)."""
-    return ((batch.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).cpu()
-
-
 def composite_on_white(img: Image.Image) -> Image.Image:
     """Any PIL image -> RGB with transparent parts painted white.
 

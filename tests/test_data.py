@@ -13,8 +13,9 @@ from PIL import Image
 
 import sprites.dataset as ds
 from plumbing.cli import UserError
+from plumbing.pictures import to_uint8
 from sprites.dataset import (EpochBatches, composite_on_white, decode_sprite, holdout_split, load_artworks,
-                             pixel_batch, to_uint8, to_unit_range)
+                             pixel_batch, to_unit_range)
 from tests.helpers import N_SPRITES, make_sprite, write_sprites
 
 
