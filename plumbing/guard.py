@@ -23,10 +23,10 @@ The guard's state is a function of the loss history alone, so a resumed run rebu
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 from plumbing.cli import UserError
+from plumbing.resume import state_files, state_step
 
 FAST = 50          # steps of the fast average
 SLOW = 1000        # steps of the slow average (the level)
@@ -90,9 +90,8 @@ def last_good_state(run_dir: Path | None, before_step: int) -> Path | None:
     """The newest state-<step>.pt of a run folder written before `before_step`."""
     if run_dir is None or not Path(run_dir).is_dir():
         return None
-    found = sorted((int(m.group(1)), p) for p in Path(run_dir).iterdir()
-                   if (m := re.fullmatch(r"state-(\d+)\.pt", p.name)) and int(m.group(1)) < before_step)
-    return found[-1][1] if found else None
+    found = [p for p in state_files(run_dir) if state_step(p) < before_step]
+    return found[-1] if found else None
 
 
 def diverged(guard: DivergenceGuard, start: int, step: int, loss: float, run_dir: Path | None, lr: float,

@@ -120,10 +120,14 @@ def restore_rng(state: dict, generators: dict[str, torch.Generator], device: tor
 
 # --- writing and reading state checkpoints ----------------------------------------------------
 
+def state_step(path: Path) -> int:
+    """The step of a state checkpoint, from its name state-<step>.pt."""
+    return int(STATE_PATTERN.match(Path(path).name).group(1))
+
+
 def state_files(run_dir: Path) -> list[Path]:
     """The state checkpoints of a run folder, oldest step first."""
-    found = [(int(m.group(1)), p) for p in Path(run_dir).iterdir() if (m := STATE_PATTERN.match(p.name))]
-    return [p for _, p in sorted(found)]
+    return sorted((p for p in Path(run_dir).iterdir() if STATE_PATTERN.match(p.name)), key=state_step)
 
 
 class TrainingState:
