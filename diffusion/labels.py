@@ -120,9 +120,10 @@ def parse_style(name: str) -> int:
     return SOURCES.index(key)
 
 
-def label_name(labels: Labels, i: int, table: SpeciesTable | None = None) -> str:
-    """A readable name of row i's labels, e.g. 'Charmander, Fire, artwork'."""
-    parts = [species_name_of(labels.species[i], table)] if labels.species is not None else []
+def label_name(labels: Labels, i: int, table: SpeciesTable | None = None, species: str | None = None) -> str:
+    """A readable name of row i's labels, e.g. 'Charmander, Fire, artwork'; `species` names the species
+    part instead of row i's own (a row of random species)."""
+    parts = [species or species_name_of(labels.species[i], table)] if labels.species is not None else []
     if labels.type is not None:
         parts.append(TYPES[labels.type[i]] if labels.type[i] < NULL_TYPE else "no type")
     if labels.style is not None:
@@ -248,10 +249,8 @@ def requested(types: list[str] | None, styles: list[str] | None, has_types: bool
     labels = Labels(None if type_ids is None else torch.tensor([ty for _, ty, _ in combos]).repeat_interleave(n),
                     None if style_ids is None else torch.tensor([st for _, _, st in combos]).repeat_interleave(n),
                     None if species_rows is None else torch.cat([sp[0] for sp, _, _ in combos]))
-    names = [label_name(labels, i * n, known.table if known else None) for i in range(len(combos))]
-    # a row of random species is named as such, not after its first sample's species
-    return labels, [", ".join([sp[1]] + name.split(", ")[1:]) if sp and sp[1] else name
-                    for name, (sp, _, _) in zip(names, combos)]
+    return labels, [label_name(labels, i * n, known.table if known else None, sp[1] if sp else None)
+                    for i, (sp, _, _) in enumerate(combos)]
 
 
 def _species_rows(species: list[str] | None, fusions, known: SpeciesKnown | None, n: int,

@@ -26,7 +26,7 @@ from plumbing.config import dump_yaml
 from plumbing.device import machine_summary
 
 CHECKPOINT_ROOT = Path("checkpoints")
-# checkpoints/release/ holds the shipped weights (diffusion/release.py): committed, not a run folder.
+# checkpoints/release/ holds the shipped weights (plumbing/release.py): committed, not a run folder.
 
 
 def new_run_dir(out: str | None, run_name: str) -> Path:

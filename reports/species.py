@@ -28,6 +28,7 @@ import torch
 from plumbing.cli import UserError
 from reports.manifold import nearest_neighbours, pairwise_distances
 from reports.pokenet import PokeNet, predict
+from sprites.dataset import to_unit_range
 
 LABELS_CSV = "labels.csv"
 SPREAD_REFERENCE_MAX = 256   # training images per species in the spread reference (drawn with a seed)
@@ -95,7 +96,7 @@ def own_species(samples: torch.Tensor, asked: list[list[int]], images_u8: torch.
                 keep = members if own_rows is None else members[members != own_rows[i]]
                 if len(keep) == 0:
                     continue
-                x = images_u8[keep].float() / 127.5 - 1
+                x = to_unit_range(images_u8[keep])
                 d[i] = nearest_neighbours(features(images[i:i + 1]), features(torch.cat([x, x.flip(-1)])))[0][0]
         return d
 
@@ -105,7 +106,7 @@ def own_species(samples: torch.Tensor, asked: list[list[int]], images_u8: torch.
     out = {"n": len(seen), "rate": float((seen < threshold).double().mean()) if len(seen) else None,
            "threshold": threshold, "median_distance": float(seen.quantile(0.5)) if len(seen) else None}
     if real_idx is not None and len(real_idx):
-        real = images_u8[real_idx].float() / 127.5 - 1
+        real = to_unit_range(images_u8[real_idx])
         dr = nearest(real, dex[real_idx].tolist(), real_idx.tolist())
         dr = dr[~dr.isnan()]
         out["real_n"], out["real_median_distance"] = len(dr), float(dr.quantile(0.5)) if len(dr) else None
@@ -130,7 +131,7 @@ def spread(samples: torch.Tensor, asked: list[list[int]], images_u8: torch.Tenso
         own = images_u8[dex == p]
         if len(rows) < min_samples or len(own) < 2:
             continue
-        own = own[torch.randperm(len(own), generator=gen)[:SPREAD_REFERENCE_MAX]].float() / 127.5 - 1
+        own = to_unit_range(own[torch.randperm(len(own), generator=gen)[:SPREAD_REFERENCE_MAX]])
         ratio = mean_pairwise(samples[rows]) / max(mean_pairwise(own), 1e-8)
         ratios.append(ratio)
         per_species[p] = ratio
