@@ -32,7 +32,7 @@ from diffusion.pipeline import STATE_KIND, read_diffusion
 from diffusion.samplers import ddim_sample
 from diffusion.schedule import LinearSchedule
 from diffusion.space import latent_cache, training_space
-from plumbing.checkpoint import FORMAT_VERSION, cpu_state_dict, load_checkpoint
+from plumbing.checkpoint import FORMAT_VERSION, cpu_state_dict
 from plumbing.cli import UserError
 from plumbing.config import to_dict
 from plumbing.device import bf16_pays, precision_note, seed_everything, to_device
@@ -104,17 +104,16 @@ def sample_grid(model, schedule, space, cfg: DiffusionConfig, device, use_bf16: 
 
 
 def init_model(path: str) -> dict:
-    """{"config", "ema", "ae"} of train.init: a release, a diffusion.pt, a finished run folder, or a
-    stopped one (no diffusion.pt yet: the EMA weights of its newest training state, state-<step>.pt)."""
+    """{"config", "ema", "ae", "labels"} of train.init (diffusion/pipeline.py, read_diffusion): a release, a
+    diffusion.pt, a training state, a finished run folder, or a stopped one (no diffusion.pt yet: the
+    EMA weights of its newest training state, state-<step>.pt)."""
     folder = Path(path)
     if folder.is_dir() and not (folder / CHECKPOINT_NAME).is_file() and not is_release(folder):
         states = state_files(folder)
         if not states:
             raise UserError(f"train.init={path} holds neither {CHECKPOINT_NAME} nor a training state (state-*.pt); "
                             "pass a release, a run folder or a diffusion.pt")
-        state = load_checkpoint(states[-1], kind=STATE_KIND)
-        return {"config": state["config"], "ema": state["ema"]["shadow"], "ae": state["ae"],
-                "labels": state.get("labels", {})}
+        return read_diffusion(states[-1])
     return read_diffusion(path)
 
 
