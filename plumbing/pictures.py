@@ -1,4 +1,4 @@
-"""Writing pictures: image grids (PNG) and animations (GIF) from tensors in [-1, 1]."""
+"""Writing pictures: tensors in [-1, 1] to uint8 pixels, image grids (PNG) and animations (GIF)."""
 from __future__ import annotations
 
 from pathlib import Path
