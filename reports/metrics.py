@@ -120,9 +120,10 @@ def main(argv: list[str]) -> None:
     mem = result["memorisation"]
     train_names = [sprites.names[i] for i in sprites.train_idx.tolist()]
     mem["nearest_train_name"] = [train_names[i] for i in mem["nearest_train_index"]]
+    seen = None  # every training image of every source (reports/reference.py): read once, used twice
     if args.corpus:
-        result["memorisation_all_sources"] = memorisation_all_sources(samples, sprites, holdout, args.corpus,
-                                                                              args.cache_dir)
+        seen = every_training_image(sprites, args.corpus, size, args.cache_dir)
+        result["memorisation_all_sources"] = memorisation_all_sources(samples, holdout, seen)
     reference = {} if args.no_reference else reference_rows(train, holdout, args.seed, not args.no_fid)
     print_table({"samples": result, **reference})
     print(f"memor. = share within {mem['ratio']} x {mem['threshold']:.3f} of a training sprite (the "
@@ -146,7 +147,8 @@ def main(argv: list[str]) -> None:
         creature = creature_table(samples, train, args)
     asked = read_asked(args.samples, len(samples))
     if asked is not None and not args.no_pokenet:
-        species = species_table(samples, asked, sprites, result, args)
+        seen = seen or every_training_image(sprites, None, size, args.cache_dir)
+        species = species_table(samples, asked, sprites, result, args, seen)
     write_json({"settings": settings, "samples": result, "reference": reference, "creature": creature,
                 "species": species}, out)
     print(f"-> {out}")
@@ -174,14 +176,15 @@ def creature_table(samples: torch.Tensor, train: torch.Tensor, args) -> dict:
     return rows
 
 
-def species_table(samples: torch.Tensor, asked: list[list[int]], sprites, result: dict, args) -> dict:
-    """The species measures (reports/species.py) of species-conditioned samples, printed."""
+def species_table(samples: torch.Tensor, asked: list[list[int]], sprites, result: dict, args, seen: tuple) -> dict:
+    """The species measures (reports/species.py) of species-conditioned samples against the training images
+    `seen` (reports/reference.py, every_training_image), printed."""
     model, ckpt = load_pokenet(args.pokenet, args.trust_pokenet)
     classes = ckpt["classes"]
     _, probs = predict(model, samples, "cpu")
     held, held_labels = validation_artworks(ckpt, args.data, cache_dir=args.cache_dir)
     hits, real = species_hits(probs, classes, asked), real_hits(model, held, held_labels, classes)
-    images, dex, _ = every_training_image(sprites, args.corpus, samples.shape[-1], args.cache_dir)
+    images, dex, _ = seen
     mem = result.get("memorisation_all_sources", result["memorisation"])
     wanted = torch.tensor(sorted({a[0] for a in asked if len(a) == 1}), dtype=torch.long)
     artworks = torch.arange(len(sprites.train_idx))  # the training artworks come first in `images`

@@ -68,11 +68,10 @@ def every_training_image(sprites, corpus_dir: str | None, size: int, cache_dir: 
     return torch.cat([images, corpus.images[keep]]), torch.cat([dex, corpus.dex[keep]]), names
 
 
-def memorisation_all_sources(samples: torch.Tensor, sprites, holdout: torch.Tensor, corpus_dir: str,
-                             cache_dir: str | None) -> dict:
-    """`memorisation` against the training artworks and every corpus image whose Pokedex number is not
-    held out, with the names of the nearest images. A copy of a game sprite is a copy."""
-    images, _, names = every_training_image(sprites, corpus_dir, samples.shape[-1], cache_dir)
+def memorisation_all_sources(samples: torch.Tensor, holdout: torch.Tensor, every: tuple) -> dict:
+    """`memorisation` against every training image of every source (`every`: what `every_training_image`
+    returns, with a corpus), with the names of the nearest images. A copy of a game sprite is a copy."""
+    images, _, names = every
     result = memorisation(samples, None, holdout, train_features=mirrored_features(images))
     result["references"] = len(images)
     result["nearest_train_name"] = [names[i] for i in result["nearest_train_index"]]

@@ -254,7 +254,8 @@ def test_memorisation_against_every_source_catches_a_copied_game_sprite(tmp_path
     corpus = load_corpus(corpus_dir, 32, tmp_path / "cache")
     held = torch.isin(corpus.dex, sprites.dex[sprites.holdout_idx])
     copies = to_unit_range(corpus.images[~held][:8])
-    every = R.memorisation_all_sources(copies, sprites, holdout, str(corpus_dir), str(tmp_path / "cache"))
+    every = R.memorisation_all_sources(copies, holdout, R.every_training_image(sprites, str(corpus_dir), 32,
+                                                                               str(tmp_path / "cache")))
     assert every["rate"] == 1.0 and all("/" in name for name in every["nearest_train_name"])
     assert every["references"] == len(sprites.train_idx) + int((~held).sum())
     only_art = M.memorisation(copies, to_unit_range(sprites.train()), holdout)
