@@ -83,6 +83,23 @@ class ConditionConfig:
 
 
 @dataclass
+class LossConfig:
+    # Terms added to the x0 MSE in training only (diffusion/align.py); nothing of them is in a release.
+    # Representation alignment (REPA, Yu et al. 2024; U-REPA for U-Nets): a conv projection of the U-Net's
+    # hidden state at `align_stage`, on the noisy input, matched per position to the teacher's spatially
+    # normalised features of the clean image (diffusion/teacher.py).
+    align: float = 0.0               # weight of the alignment term (0: off)
+    align_stage: str = "mid"         # "mid" (the 4x4 middle), "enc<L>" / "dec<L>" (the last block of level L)
+    align_until: int = 0             # the step from which the term is off (HASTE's early stop; 0: never off)
+    teacher: str = "checkpoints/teacher/teacher.pt"  # the teacher's weights (python -m diffusion.train_teacher)
+    # The dispersive loss (Wang & He 2025): log mean_ij exp(-||z_i - z_j||^2 / (D tau)) over the batch's
+    # hidden states at `disperse_stage`; no teacher, no extra parameters.
+    disperse: float = 0.0            # weight (0: off)
+    disperse_stage: str = "mid"
+    disperse_tau: float = 0.5
+
+
+@dataclass
 class SampleConfig:
     # The training-time sample grids: DDIM with these settings (diffusion.sample has its own flags).
     steps: int = 50                  # DDIM steps
@@ -104,6 +121,7 @@ class DiffusionConfig:
     model: UNetConfig = field(default_factory=UNetConfig)
     train: DDPMTrainConfig = field(default_factory=DDPMTrainConfig)
     cond: ConditionConfig = field(default_factory=ConditionConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def validate(self) -> None:
@@ -133,6 +151,17 @@ class DiffusionConfig:
         check_range("schedule.T", self.schedule.T, 1)
         if not self.train.log_snr_std > 0:
             raise UserError(f"train.log_snr_std={self.train.log_snr_std} must be positive")
+        check_range("loss.align", self.loss.align, 0)
+        check_range("loss.disperse", self.loss.disperse, 0)
+        check_range("loss.disperse_tau", self.loss.disperse_tau, 0, low_open=True)
+        if self.loss.align_until < 0:
+            raise UserError(f"loss.align_until={self.loss.align_until} must be >= 0 (0: the term stays on)")
+        for key in ("align_stage", "disperse_stage"):
+            stage = getattr(self.loss, key)
+            if not (stage == "mid" or (stage[:3] in ("enc", "dec") and stage[3:].isdigit()
+                                       and int(stage[3:]) < len(m.channels))):
+                raise UserError(f"loss.{key}={stage} must be mid, enc<L> or dec<L> with a level L in "
+                                f"0..{len(m.channels) - 1}")
         if self.train.max_steps < 0:
             raise UserError(f"train.max_steps={self.train.max_steps} must be >= 0 (0: the epochs decide)")
         if self.train.ckpt_every < 0:

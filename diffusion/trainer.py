@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from diffusion.align import HiddenTerms
 from diffusion.augment import augment
 from diffusion.config import DiffusionConfig
 from diffusion.guidance import dropped
@@ -32,6 +33,7 @@ from diffusion.pipeline import STATE_KIND, read_diffusion
 from diffusion.samplers import ddim_sample
 from diffusion.schedule import LinearSchedule
 from diffusion.space import latent_cache, training_space
+from diffusion.teacher import load_teacher, teacher_features
 from plumbing.checkpoint import FORMAT_VERSION, cpu_state_dict
 from plumbing.cli import UserError
 from plumbing.config import to_dict
@@ -146,6 +148,8 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     schedule = build_schedule(cfg)
     schedule.check_ends_in_noise(force=cfg.schedule.force)  # data-free check before any work
     init_weights, init_ae, earlier_species = starting_point(cfg) if not resumed else (None, None, [])
+    if cfg.loss.align > 0:  # a missing or mismatched teacher stops the run before any work
+        load_teacher(cfg.loss.teacher, cfg.data)
     data = load_data(cfg.data)
     check_fingerprint(resumed, data.fingerprint, cfg.data.root)
     train_images = data.train()
@@ -184,6 +188,12 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     images_key = hashlib.sha256(f"{data.fingerprint};{data.train_idx.tolist()}".encode()).hexdigest()
     space.prepare(train_images, latent_cache(cfg.data.cache_dir, ae_record["sha256"], images_key) if ae_record else None)
     log(f"{len(train_images)} training images prepared in {time.time() - t0:.1f}s")
+    features = None
+    if cfg.loss.align > 0:
+        t0 = time.time()
+        features = teacher_features(cfg.loss.teacher, cfg.data, train_images, images_key, device)
+        log(f"teacher {cfg.loss.teacher}: features {tuple(features.maps.shape[2:])} of every training image and "
+            f"its mirror image in {time.time() - t0:.1f}s")
     diag = schedule.check_ends_in_noise(space.all_x0(), force=cfg.schedule.force)
     log(f"schedule T={schedule.T}, betas {schedule.beta_start:.3g}..{schedule.beta_end:.3g}: alpha_bar_T "
         f"{diag['alpha_bar_T']:.2e}, SNR_T {diag['snr_T']:.2e}, KL(q(x_T|x_0)||N(0,I)) {diag['kl_per_dim']:.2e} nats/dim")
@@ -196,14 +206,22 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     sampler_model = build_unet(cfg, space.shape[0]).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"U-Net {n_params / 1e6:.2f}M parameters")
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=0.0)
+    # loss.align / loss.disperse: hooks on the training model's hidden states; the alignment's projection
+    # trains with the U-Net and lives in the training state only (diffusion/align.py)
+    terms = HiddenTerms(cfg.loss, model, features)
+    projection = terms.projection.to(device) if terms.projection is not None else None
+    if terms:
+        log(f"hidden-state terms: {terms.describe()}")
+    trained = list(model.parameters()) + (list(projection.parameters()) if projection is not None else [])
+    opt = torch.optim.AdamW(trained, lr=cfg.train.lr, weight_decay=0.0)
 
     # Training-state checkpoints (plumbing/resume.py): everything the next step depends on.
-    state = TrainingState(run_dir, STATE_KIND, COMMAND, cfg, parts={"model": model, "ema": ema, "optimizer": opt},
+    parts = {"model": model, "ema": ema, "optimizer": opt, **({"projection": projection} if projection is not None else {})}
+    state = TrainingState(run_dir, STATE_KIND, COMMAND, cfg, parts=parts,
                           generators={"noise": gen}, device=device, every=cfg.train.ckpt_every,
                           keep_last=cfg.train.keep_last, enabled=procs.is_main,
                           extra={"data_fingerprint": data.fingerprint, "ae": ae_record, "labels": label_record})
-    progress = state.restore(resumed) if resumed else Progress(history={"loss": []})
+    progress = state.restore(resumed) if resumed else Progress(history={"loss": [], **{k: [] for k in terms.names()}})
     if resumed:
         log(f"resumed from {resumed.path} at step {progress.step} (epoch {progress.epoch}, batch {progress.batch})")
     train_model = procs.wrap(model, cfg.train.compile)  # DDP over the processes, torch.compile if asked
@@ -245,10 +263,17 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
                 x0_hat = predict_x0(train_model, xt, t, use_bf16, y)
                 loss = (x0_hat - x0).pow(2).mean()
                 logged = procs.mean(loss.detach()).item()  # the same on every process
+                if terms:  # training-only terms on the hidden states of this forward pass
+                    extra, values = terms(idx[rows], flip[rows], progress.step)
+                    loss = loss + extra
+                    for name, value in values.items():
+                        progress.history[name].append(procs.mean(value).item())
                 # a non-finite or diverging loss stops the run (plumbing/guard.py)
                 guard.check(logged, progress.step + 1, run_dir, cfg.train.lr, log, can_init=True)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()  # with DDP: gradients averaged over the processes
+                if projection is not None:
+                    procs.average_gradients(projection)  # outside DDP: averaged here
                 if cfg.train.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
                 opt.step()
@@ -292,6 +317,8 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
                            use_bf16),
         "final_loss": losses[-1] if losses else None,
         "final_loss_mean_last_epoch": sum(last_epoch) / len(last_epoch) if last_epoch else None,
+        **{f"final_{name}_mean_last_epoch": sum(v[-len(batches):]) / len(v[-len(batches):])
+           for name, v in progress.history.items() if name != "loss" and v},
         f"sample_seconds_{cfg.train.sample_n}_ddim{cfg.sample.steps}": round(sample_seconds, 2),
         "schedule": diag,
     }

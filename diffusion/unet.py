@@ -88,6 +88,7 @@ class UNet(nn.Module):
                  num_species: int = 0):
         super().__init__()
         self.in_channels = in_channels
+        self.levels = list(channels)  # width of each level (diffusion/align.py finds its stages by level)
         self.num_types, self.num_styles, self.num_species = num_types, num_styles, num_species
         base = channels[0]
         temb_dim = 4 * base

@@ -130,6 +130,18 @@ def state_files(run_dir: Path) -> list[Path]:
     return sorted((p for p in Path(run_dir).iterdir() if STATE_PATTERN.match(p.name)), key=state_step)
 
 
+def run_points(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, file) of every training state of a diffusion run, then its diffusion.pt (at its recorded steps):
+    the points along a run that reports.species_trend and reports.shape_error measure."""
+    points = [(state_step(p), p) for p in state_files(run_dir)] if run_dir.is_dir() else []
+    final = run_dir / "diffusion.pt"
+    if final.is_file():
+        steps = load_checkpoint(final, kind="diffusion", map_location="cpu")["metrics"].get("steps")
+        if steps is not None and (not points or steps > points[-1][0]):
+            points.append((int(steps), final))
+    return points
+
+
 class TrainingState:
     """The state checkpoints of one run.
 

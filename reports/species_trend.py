@@ -20,27 +20,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from diffusion.pipeline import load_pipeline
-from plumbing.checkpoint import load_checkpoint
 from plumbing.cli import UserError, run_main, user_path
 from plumbing.pictures import grid_array, label_rows
-from plumbing.resume import state_files, state_step
+from plumbing.resume import run_points
 from plumbing.runs import writable_dir, write_json
 from reports.pokenet import SHIPPED_DIR, SHIPPED_NAME, load_pokenet, predict, validation_artworks
 from reports.species import real_hits, species_hits
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
-
-
-def run_points(run_dir: Path) -> list[tuple[int, Path]]:
-    """(step, file) of every training state of a run, then its diffusion.pt (at its recorded steps)."""
-    points = [(state_step(p), p) for p in state_files(run_dir)] if run_dir.is_dir() else []
-    final = run_dir / "diffusion.pt"
-    if final.is_file():
-        steps = load_checkpoint(final, kind="diffusion", map_location="cpu")["metrics"].get("steps")
-        if steps is not None and (not points or steps > points[-1][0]):
-            points.append((int(steps), final))
-    return points
 
 
 def parse_args(argv: list[str]):

@@ -12,6 +12,7 @@ from diffusion.denoiser import build_schedule
 from plumbing.cli import UserError
 from plumbing.config import dump_yaml, from_dict, load_config, to_dict
 from reports.pokenet import PokeNetConfig
+from diffusion.teacher import TeacherConfig, data_record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -199,7 +200,7 @@ SHIPPED = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
 def test_every_shipped_config_is_tested():
     assert {"ae.yaml", "ae_full.yaml", "ldm.yaml", "ldm_corpus.yaml", "ldm_full.yaml", "ldm_long.yaml",
             "ldm_species.yaml", "ldm_types.yaml", "pixel.yaml", "pixel32.yaml", "pixel_full.yaml",
-            "pokenet.yaml"} == set(SHIPPED)
+            "pokenet.yaml", "teacher.yaml"} == set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", [n for n in SHIPPED if n.startswith("ae")])
@@ -227,6 +228,15 @@ def test_shipped_diffusion_configs_load(name):
 def test_shipped_pokenet_config_loads():
     cfg = load_config(PokeNetConfig, REPO / "configs" / "pokenet.yaml", [])
     assert cfg.train.steps > 0 and cfg.data.mix.artwork > 0
+
+
+def test_shipped_teacher_config_teaches_the_species_runs():
+    """The teacher trains on the sources of configs/ldm_species.yaml at its size and split, with
+    another seed than PokeNet's (the network that measures the samples)."""
+    teacher = load_config(TeacherConfig, REPO / "configs" / "teacher.yaml", [])
+    species = load_config(DiffusionConfig, REPO / "configs" / "ldm_species.yaml", [])
+    assert data_record(teacher.data) == data_record(species.data)
+    assert teacher.seed != load_config(PokeNetConfig, REPO / "configs" / "pokenet.yaml", []).seed
 
 
 def test_pixel32_is_the_seed_setting_of_pixel_yaml():

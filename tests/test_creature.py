@@ -12,9 +12,10 @@ from PIL import Image, ImageDraw
 
 from plumbing.cli import UserError
 from reports.creature import block_shuffle, c2st, frechet_distance, frechet_gaussians, recognisability
-from reports.pokenet import (SHIPPED_DIR, SHIPPED_NAME, ClassifierData, PokeNetConfig, accuracy, augment, grey,
+from reports.pokenet import (SHIPPED_DIR, SHIPPED_NAME, ClassifierData, PokeNetConfig, accuracy, grey,
                              load_pokenet, train, validation_artworks, validation_names, validate)
 from plumbing.config import load_config
+from sprites.views import augment
 import json
 
 
