@@ -34,7 +34,7 @@ from plumbing.checkpoint import (FORMAT_VERSION, cpu_state_dict, file_sha256, ha
 from plumbing.cli import UserError
 from plumbing.config import dump_yaml, to_dict
 from plumbing.device import pick_device, seed_everything
-from plumbing.optim import scheduled_lr, set_learning_rate
+from plumbing.optim import adamw, scheduled_lr, set_learning_rate
 from plumbing.runs import RunLog, new_run_dir, save_loss_curve, write_json
 from sprites.config import DataConfig, SourceShares
 from sprites.dataset import to_unit_range
@@ -125,7 +125,7 @@ def train(cfg: TeacherConfig, out: str | None = None) -> dict:
     dump_yaml(cfg, run_dir / "config.yaml")
     log = RunLog(run_dir)
     model = Teacher(len(classes), cfg.model.widths, cfg.model.features).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    opt = adamw(model.parameters(), cfg.train.lr, device, weight_decay=cfg.train.weight_decay)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"run folder {run_dir} | {len(images):,} training images of {len(classes)} species "
         f"(sources {', '.join(cfg.data.mix.shares())}) | teacher {n_params / 1e6:.2f}M parameters")

@@ -41,7 +41,7 @@ from plumbing.device import bf16_pays, precision_note, seed_everything, to_devic
 from plumbing.distributed import start_processes
 from plumbing.guard import DivergenceGuard
 from plumbing.release import is_release
-from plumbing.optim import EMA, scheduled_lr, set_learning_rate
+from plumbing.optim import EMA, adamw, clip_gradients, scheduled_lr, set_learning_rate
 from plumbing.pictures import save_grid
 from plumbing.resume import (COMMON_RESUME_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint,
                              state_files)
@@ -213,7 +213,7 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     if terms:
         log(f"hidden-state terms: {terms.describe()}")
     trained = list(model.parameters()) + (list(projection.parameters()) if projection is not None else [])
-    opt = torch.optim.AdamW(trained, lr=cfg.train.lr, weight_decay=0.0)
+    opt = adamw(trained, cfg.train.lr, device, weight_decay=0.0)
 
     # Training-state checkpoints (plumbing/resume.py): everything the next step depends on.
     parts = {"model": model, "ema": ema, "optimizer": opt, **({"projection": projection} if projection is not None else {})}
@@ -275,7 +275,7 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
                 if projection is not None:
                     procs.average_gradients(projection)  # outside DDP: averaged here
                 if cfg.train.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                    clip_gradients(model.parameters(), cfg.train.grad_clip)
                 opt.step()
                 ema.update(model)
 

@@ -1,4 +1,4 @@
-"""Learning-rate schedule and the exponential moving average of weights."""
+"""The optimiser, the learning-rate schedule and the exponential moving average of weights."""
 from __future__ import annotations
 
 import math
@@ -7,6 +7,20 @@ import torch
 from torch import nn
 
 from plumbing.config import check_range
+
+
+def adamw(params, lr: float, device: torch.device, **kwargs) -> torch.optim.AdamW:
+    """AdamW, in its fused kernel where PyTorch has one for the device (CPU, CUDA): one pass over all
+    the parameters instead of a loop of small ops per tensor. On the latent U-Net's 4.1M parameters
+    the fused step measures ~4x faster than the loop on an Intel Xeon (Ice Lake, 1 thread; docs/performance.md);
+    the update is the same AdamW, rounded in another order (a loss curve matches within noise, not bit for bit)."""
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(params, lr=lr, fused=fused or None, **kwargs)
+
+
+def clip_gradients(params, max_norm: float) -> None:
+    """Scale the gradients so that their global L2 norm is at most max_norm (in one multi-tensor pass)."""
+    torch.nn.utils.clip_grad_norm_(list(params), max_norm, foreach=True)
 
 
 def check_schedule(train) -> None:
