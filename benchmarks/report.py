@@ -134,6 +134,12 @@ def steps_table(tree: dict) -> str:
     return table(header, rows)
 
 
+def terms_table(terms: dict) -> str:
+    """img/s of the latent step with each hidden-state term, and its cost against the plain step."""
+    rows = [[name, f"{r['img_per_s']:.1f}", f"{r['cost']:.2f}x"] for name, r in terms["steps"].items()]
+    return table([f"U-Net step, batch {terms['batch']}", "img/s", "time vs x0 MSE alone"], rows)
+
+
 def sampling_table(s: dict) -> str:
     """DDIM and DDPM sampling times (decode included), with the time per denoising step."""
     rows = []
@@ -194,6 +200,10 @@ def markdown(results: dict) -> str:
             u = tree["unet"]
             parts.append(f"U-Net: {with_overrides(u)} for the latents, {u['pixel_config']} for the pixels; diffusers "
                          f"UNet2DModel with the same widths, layers_per_block and attention levels. {u['note']}")
+    if "unet" in tree and "steps" in tree["unet"].get("terms", {}):
+        parts += ["### The hidden-state terms", terms_table(tree["unet"]["terms"]),
+                  "Our latent U-Net step with the training-only terms of diffusion/align.py at weight 0.5 on their "
+                  "default stage (the teacher's features are noise of the shipped teacher's shape)."]
     if "sampling" in tree and "ddim" in tree["sampling"]:
         parts += ["### Sampling", sampling_table(tree["sampling"]), tree["sampling"]["note"]]
     if "data" in tree:

@@ -18,11 +18,14 @@ from typing import Callable
 
 import torch
 
-from benchmarks.harness import Plan, in_layouts, summarise
-from diffusion.config import DiffusionConfig, UNetConfig
+from benchmarks.harness import Plan, in_layouts, summarise, time_step
+from diffusion.align import HiddenTerms
+from diffusion.config import DiffusionConfig, LossConfig, UNetConfig
+from diffusion.teacher import TeacherFeatures
 from diffusion.denoiser import build_schedule, build_unet
 from plumbing.config import load_config
 from plumbing.device import autocast, bf16_pays
+from plumbing.optim import adamw
 
 REPO = Path(__file__).resolve().parents[1]
 LDM_CONFIG = REPO / "configs" / "ldm.yaml"
@@ -69,14 +72,20 @@ BUILDERS = {"pokediffusion": ours, "diffusers": diffusers_unet}
 
 
 def training_step(model: torch.nn.Module, forward: Callable, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
-                  use_bf16: bool) -> Callable[[], None]:
-    """One step on a fixed batch: x0_hat = forward(x_t, t), x0 MSE, backward, AdamW."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+                  use_bf16: bool, terms: HiddenTerms | None = None) -> Callable[[], None]:
+    """One step on a fixed batch: x0_hat = forward(x_t, t), x0 MSE (+ the hidden-state terms), backward,
+    AdamW (the trainer's: fused where PyTorch has it, for both models)."""
+    params = list(model.parameters()) + (list(terms.projection.parameters()) if terms and terms.projection else [])
+    opt = adamw(params, 1e-4, xt.device)
+    rows = torch.arange(len(x0))
+    flip = torch.zeros(len(x0), dtype=torch.bool)
 
     def step():
         with autocast(xt.device, use_bf16):
             x0_hat = forward(xt, t).float()
         loss = (x0_hat - x0).pow(2).mean()
+        if terms:
+            loss = loss + terms(rows, flip, 0)[0]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -108,3 +117,35 @@ def measure_unet(model: str, config: str | Path, overrides: list[str], shape: tu
     params = sum(p.numel() for p in build(cfg, channels, size)[0].parameters())
     return {**summarise(in_layouts(make_step, batch, plan), params), "name": NAMES[model], "batch": batch,
             "shape": list(shape), "bf16": use_bf16}
+
+
+# The hidden-state terms of diffusion/align.py at their documented weights, on the config's stage.
+TERMS = {"x0 MSE": LossConfig(), "+ loss.align": LossConfig(align=0.5), "+ loss.disperse": LossConfig(disperse=0.5),
+         "+ both": LossConfig(align=0.5, disperse=0.5)}
+
+
+def measure_terms(config: str | Path, overrides: list[str], shape: tuple[int, int, int], batch: int | None = None,
+                  plan: Plan = Plan(), teacher_dim: int = 64, teacher_side: int = 8) -> dict:
+    """What loss.align and loss.disperse cost per training step of our U-Net on `shape` (a benchmark job):
+    the step's img/s with each, in NCHW, against the plain x0 MSE step. The teacher's features are
+    Gaussian noise of the shipped teacher's shape (the cost does not depend on their values)."""
+    cfg = load_config(DiffusionConfig, config, list(overrides))
+    batch = batch or cfg.train.batch_size
+    use_bf16 = cfg.train.bf16 and bf16_pays(torch.device("cpu"))
+    schedule = build_schedule(cfg)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randn(batch, *shape, generator=gen)
+    t = torch.randint(0, schedule.T, (batch,), generator=gen)
+    xt = schedule.q_sample(x0, t, torch.randn(x0.shape, generator=gen))
+    features = TeacherFeatures(torch.randn(2, batch, teacher_dim, teacher_side, teacher_side, generator=gen).half())
+    rows = {}
+    for name, loss_cfg in TERMS.items():
+        torch.manual_seed(0)
+        model = build_unet(cfg, shape[0])
+        terms = HiddenTerms(loss_cfg, model, features)
+        rows[name] = time_step(training_step(model, model, x0, xt, t, use_bf16, terms if terms else None), batch, plan)
+    plain = rows["x0 MSE"]["median_s"]
+    return {"name": "hidden-state terms", "batch": batch, "shape": list(shape), "bf16": use_bf16,
+            "stage": {"align": LossConfig().align_stage, "disperse": LossConfig().disperse_stage},
+            "steps": {name: {"img_per_s": r["img_per_s"], "median_s": r["median_s"], "cost": r["median_s"] / plain}
+                      for name, r in rows.items()}}
