@@ -8,6 +8,7 @@ training-state checkpoints for --resume.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 
 import torch
 from torch.nn import functional as F
@@ -21,11 +22,11 @@ from plumbing.cli import UserError
 from plumbing.config import to_dict
 from plumbing.device import autocast, bf16_pays, precision_note, seed_everything, to_device
 from plumbing.distributed import start_processes
-from plumbing.guard import DivergenceGuard
-from plumbing.optim import schedule_position, scheduled_lr, set_learning_rate
+from plumbing.loop import Loop
+from plumbing.optim import schedule_position
 from plumbing.pictures import save_grid
-from plumbing.resume import COMMON_RESUME_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint
-from plumbing.runs import RunLog, TrainingBar, finish_run, open_run_dir, training_metrics
+from plumbing.resume import COMMON_RESUME_KEYS, Progress, Resumed, TrainingState, check_fingerprint
+from plumbing.runs import RunLog, finish_run, open_run_dir, training_metrics
 from sprites.dataset import pixel_batch, to_unit_range
 from sprites.mixture import drawn_sample, load_data, source_counts, training_batches
 
@@ -144,81 +145,68 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
     train_vae = procs.wrap(vae, cfg.train.compile)  # DDP over the processes, torch.compile if asked
 
     total_steps = cfg.train.epochs * len(batches)
-    guard = DivergenceGuard()
-    guard.replay(progress.history["total"])  # a resumed run's guard stands where it stood
-    stopped_early = False
-    progress.start_clock()
-    bar = TrainingBar("AE", total_steps, cfg.train.max_minutes, progress, not procs.is_main)
-    # Ctrl-C / SIGTERM: finish the step, write a state checkpoint, exit (the bar closes on any exit).
-    with StopSignals() as stop, bar:
-        for epoch in range(progress.epoch, cfg.train.epochs):
-            for idx, flip in batches.epoch(epoch, start=progress.batch):
-                lr = scheduled_lr(cfg.train, progress.step, total_steps, progress.seconds())
-                if lr is None:  # the time budget (train.max_minutes) is used up
-                    stopped_early = True
-                    break
-                set_learning_rate(opt, lr)
-                # Every process draws the posterior noise of the whole global batch and takes its rows.
-                eps = torch.randn((len(idx), *latent_shape), generator=gen)[rows]
-                x = to_device(pixel_batch(data.images, data.train_idx[idx[rows]], flip[rows]), device)
-                eps = to_device(eps, device)
-                with autocast(device, use_bf16):
-                    x_hat, mean, logvar = train_vae(x, eps)
-                x_hat = x_hat.float()
-                # L1 is a mean over the D = 3*H*W pixel values; the KL is per image (summed over latent
-                # dims). Dividing the KL by D gives kl_weight the meaning it has in Rombach et al. (2022),
-                # whose reconstruction loss is a sum over pixels (without it the same weight is D times
-                # stronger: measured here, the KL then held the latents to ~2.8 nats per dimension).
-                l1 = (x_hat - x).abs().mean()
-                kl = kl_to_standard_normal(mean.float(), logvar.float()).mean()
-                loss = cfg.loss.l1_weight * l1 + cfg.loss.kl_weight * kl / x[0].numel()
-                if cfg.loss.colour_weight > 0:  # L1 on whitened colours: every colour axis counts alike
-                    loss = loss + cfg.loss.colour_weight * colour_l1(vae, x_hat, x)
-                lp = lpips_model(x_hat, x).mean() if lpips_model is not None else None
-                if lp is not None:
-                    loss = loss + cfg.loss.perceptual_weight * lp
-                gan_on = disc is not None and discriminator_on(progress.step, total_steps, progress.seconds(), cfg)
-                if gan_on:
-                    loss = loss + cfg.loss.disc_weight * hinge_g_loss(disc(x_hat))
-                terms = {"total": loss, "l1": l1, "kl": kl, **({"lpips": lp} if lp is not None else {})}
-                # Averaged over the processes: the same numbers on each, for the log and the NaN check.
-                logged = dict(zip(terms, procs.mean(torch.stack(list(terms.values())).detach()).tolist()))
-                # a non-finite or diverging loss stops the run (plumbing/guard.py)
-                guard.check(logged["total"], progress.step + 1, run_dir, cfg.train.lr, log)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()  # with DDP: gradients averaged over the processes
-                if cfg.train.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.train.grad_clip)
-                opt.step()
-                if gan_on:  # discriminator step on detached reconstructions (at the constant rate train.lr)
-                    d_loss = hinge_d_loss(disc(x), disc(x_hat.detach()))
-                    opt_d.zero_grad(set_to_none=True)
-                    d_loss.backward()
-                    procs.average_gradients(disc)
-                    opt_d.step()
-                    # 1 = chance (all logits 0), 0 = every patch told apart with a margin of 1
-                    logged["disc"] = procs.mean(d_loss.detach()).item()
 
-                for name, value in logged.items():
-                    progress.history.setdefault(name, []).append(value)
-                progress.done_step()
-                bar.step(progress, epoch=epoch, l1=f"{logged['l1']:.4f}", kl=f"{logged['kl']:.1f}")
-                if progress.step % cfg.train.log_every == 0:
-                    log(f"epoch {epoch} step {progress.step}/{total_steps} loss {logged['total']:.4f} "
-                        f"l1 {logged['l1']:.4f} kl {logged['kl']:.2f}"
-                        + (f" disc {logged['disc']:.4f}" if gan_on else "") + f" lr {opt.param_groups[0]['lr']:.2e}")
-                state.end_of_step(progress, stop, procs, log)  # state checkpoint when due; stop on a signal
-            if stopped_early:
-                break
-            if (procs.is_main and cfg.train.grid_every and (epoch + 1) % cfg.train.grid_every == 0
-                    and epoch + 1 < cfg.train.epochs):
-                metrics, recon = evaluate(vae, holdout, device)
-                save_comparison(holdout, recon, run_dir / f"reconstructions_epoch{epoch + 1:03d}.png")
-                log(f"epoch {epoch + 1}: held-out PSNR {metrics['psnr_db']:.2f} dB, L1 {metrics['l1']:.4f}")
-            progress.next_epoch(epoch + 1)
+    def objective(idx: torch.Tensor, flip: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The VAE's loss of one batch. Every process draws the posterior noise of the whole global
+        batch and takes its rows."""
+        eps = torch.randn((len(idx), *latent_shape), generator=gen)[rows]
+        x = to_device(pixel_batch(data.images, data.train_idx[idx[rows]], flip[rows]), device)
+        eps = to_device(eps, device)
+        with autocast(device, use_bf16):
+            x_hat, mean, logvar = train_vae(x, eps)                  # x_hat = D(z), z = mean + exp(logvar / 2) eps
+        x_hat = x_hat.float()
+        # L1 is a mean over the D = 3*H*W pixel values; the KL is per image (summed over latent dims).
+        # Dividing the KL by D gives kl_weight the meaning it has in Rombach et al. (2022), whose
+        # reconstruction loss is a sum over pixels (without it the same weight is D times stronger:
+        # measured here, the KL then held the latents to ~2.8 nats per dimension).
+        l1 = (x_hat - x).abs().mean()
+        kl = kl_to_standard_normal(mean.float(), logvar.float()).mean()
+        loss = cfg.loss.l1_weight * l1 + cfg.loss.kl_weight * kl / x[0].numel()
+        if cfg.loss.colour_weight > 0:  # L1 on whitened colours: every colour axis counts alike
+            loss = loss + cfg.loss.colour_weight * colour_l1(vae, x_hat, x)
+        lp = lpips_model(x_hat, x).mean() if lpips_model is not None else None
+        if lp is not None:
+            loss = loss + cfg.loss.perceptual_weight * lp
+        gan.on = disc is not None and discriminator_on(progress.step, total_steps, progress.seconds(), cfg)
+        if gan.on:
+            loss = loss + cfg.loss.disc_weight * hinge_g_loss(disc(x_hat))
+            gan.pair = (x, x_hat.detach())
+        terms = {"total": loss, "l1": l1, "kl": kl, **({"lpips": lp} if lp is not None else {})}
+        # Averaged over the processes: the same numbers on each, for the log and the guard.
+        return loss, dict(zip(terms, procs.mean(torch.stack(list(terms.values())).detach()).tolist()))
+
+    def update(loss: torch.Tensor) -> dict[str, float]:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # with DDP: gradients averaged over the processes
+        if cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.train.grad_clip)
+        opt.step()
+        if not gan.on:
+            return {}
+        # the discriminator's step on the detached reconstructions (at the constant rate train.lr)
+        x, x_hat = gan.pair
+        d_loss = hinge_d_loss(disc(x), disc(x_hat))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        procs.average_gradients(disc)
+        opt_d.step()
+        # 1 = chance (all logits 0), 0 = every patch told apart with a margin of 1
+        return {"disc": procs.mean(d_loss.detach()).item()}
+
+    def describe(logged: dict) -> tuple[str, dict]:
+        text = (f"loss {logged['total']:.4f} l1 {logged['l1']:.4f} kl {logged['kl']:.2f}"
+                + (f" disc {logged['disc']:.4f}" if "disc" in logged else ""))
+        return text, {"l1": f"{logged['l1']:.4f}", "kl": f"{logged['kl']:.1f}"}
+
+    def reconstruction_grid(epoch: int) -> None:
+        metrics, recon = evaluate(vae, holdout, device)
+        save_comparison(holdout, recon, run_dir / f"reconstructions_epoch{epoch + 1:03d}.png")
+        log(f"epoch {epoch + 1}: held-out PSNR {metrics['psnr_db']:.2f} dB, L1 {metrics['l1']:.4f}")
+
+    gan = SimpleNamespace(on=False, pair=None)  # whether this step trains the discriminator, on which images
+    loop = Loop("AE", cfg.train, batches, total_steps, progress, state, procs, log, opt, run_dir, guard_key="total")
+    loop.run(objective, update, describe, every=cfg.train.grid_every, at_epoch=reconstruction_grid)
     train_seconds = progress.seconds()
-    if stopped_early:
-        log(f"time budget of {cfg.train.max_minutes} min reached after {progress.step} steps")
     del train_vae  # the DDP wrapper holds the process group: drop it before procs.finish()
     procs.check_same_weights(vae.state_dict())
     if not procs.is_main:  # process 0 alone evaluates and writes

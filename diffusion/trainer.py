@@ -39,13 +39,12 @@ from plumbing.cli import UserError
 from plumbing.config import to_dict
 from plumbing.device import bf16_pays, precision_note, seed_everything, to_device
 from plumbing.distributed import start_processes
-from plumbing.guard import DivergenceGuard
+from plumbing.loop import Loop
 from plumbing.release import is_release
-from plumbing.optim import EMA, adamw, clip_gradients, scheduled_lr, set_learning_rate
+from plumbing.optim import EMA, adamw, clip_gradients
 from plumbing.pictures import save_grid
-from plumbing.resume import (COMMON_RESUME_KEYS, Progress, Resumed, StopSignals, TrainingState, check_fingerprint,
-                             state_files)
-from plumbing.runs import RunLog, TrainingBar, finish_run, open_run_dir, training_metrics
+from plumbing.resume import COMMON_RESUME_KEYS, Progress, Resumed, TrainingState, check_fingerprint, state_files
+from plumbing.runs import RunLog, finish_run, open_run_dir, training_metrics
 from sprites.config import SOURCES
 from sprites.labels import NULL_SPECIES, TYPES, label_counts
 from sprites.mixture import load_data, source_counts, training_batches
@@ -231,74 +230,52 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     if cfg.train.max_steps:  # a step budget: the schedule spans it, and the run stops there
         total_steps = min(total_steps, cfg.train.max_steps)
     losses = progress.history["loss"]
-    guard = DivergenceGuard()
-    guard.replay(losses)  # a resumed run's guard stands where it stood
-    stopped_early = False
-    progress.start_clock()
-    bar = TrainingBar(f"DDPM ({space.name})", total_steps, cfg.train.max_minutes, progress, not procs.is_main)
-    # Ctrl-C / SIGTERM: finish the step, write a state checkpoint, exit (the bar closes on any exit).
-    with StopSignals() as stop, bar:
-        for epoch in range(progress.epoch, cfg.train.epochs):
-            for idx, flip in batches.epoch(epoch, start=progress.batch):
-                lr = scheduled_lr(cfg.train, progress.step, total_steps, progress.seconds())
-                if lr is None or progress.step >= total_steps:  # the time or step budget is used up
-                    stopped_early = True
-                    break
-                set_learning_rate(opt, lr)
-                # Every process draws the whole global batch (the draws one process would make) and
-                # trains on its own rows of it.
-                x0 = space.batch(idx, flip)
-                t = draw_t(schedule, len(x0), cfg.train, gen)
-                noise = torch.randn(x0.shape, generator=gen)
-                y = None
-                if train_labels is not None:  # classifier-free guidance: drop some labels to "no label"
-                    y = dropped(train_labels.index(idx), cfg.cond.drop_prob, gen)
-                if cfg.train.augment > 0:  # non-leaking augmentation: the network is told the transforms
-                    x0, aug = augment(x0, cfg.train.augment, gen)
-                    y = Labels(aug=aug) if y is None else dataclasses.replace(y, aug=aug)
-                y = None if y is None else y.index(rows).to(device)
-                x0, t, noise = x0[rows], t[rows], noise[rows]
-                xt = schedule.q_sample(x0, t, noise)
-                x0, xt, t = (to_device(v, device) for v in (x0, xt, t))  # pinned, non-blocking on CUDA
-                x0_hat = predict_x0(train_model, xt, t, use_bf16, y)
-                loss = (x0_hat - x0).pow(2).mean()
-                logged = procs.mean(loss.detach()).item()  # the same on every process
-                if terms:  # training-only terms on the hidden states of this forward pass
-                    extra, values = terms(idx[rows], flip[rows], progress.step)
-                    loss = loss + extra
-                    for name, value in values.items():
-                        progress.history[name].append(procs.mean(value).item())
-                # a non-finite or diverging loss stops the run (plumbing/guard.py)
-                guard.check(logged, progress.step + 1, run_dir, cfg.train.lr, log, can_init=True)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()  # with DDP: gradients averaged over the processes
-                if projection is not None:
-                    procs.average_gradients(projection)  # outside DDP: averaged here
-                if cfg.train.grad_clip > 0:
-                    clip_gradients(model.parameters(), cfg.train.grad_clip)
-                opt.step()
-                ema.update(model)
 
-                losses.append(logged)
-                progress.done_step()
-                bar.step(progress, epoch=epoch, loss=f"{logged:.4f}")
-                if progress.step % cfg.train.log_every == 0:
-                    log(f"epoch {epoch} step {progress.step}/{total_steps} loss {logged:.4f} "
-                        f"lr {opt.param_groups[0]['lr']:.2e}")
-                state.end_of_step(progress, stop, procs, log)  # state checkpoint when due; stop on a signal
-            if stopped_early:
-                break
-            if (procs.is_main and cfg.train.sample_every and (epoch + 1) % cfg.train.sample_every == 0
-                    and epoch + 1 < cfg.train.epochs):
-                sampler_model.load_state_dict(ema.shadow)
-                grid = sample_grid(sampler_model, schedule, space, cfg, device, use_bf16, cfg.train.sample_n, cfg.seed)
-                save_grid(grid, run_dir / f"samples_epoch{epoch + 1:04d}.png")
-            progress.next_epoch(epoch + 1)
+    def objective(idx: torch.Tensor, flip: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The DDPM loss of one batch (module docstring). Every process draws the whole global batch
+        (the draws one process would make) and trains on its own rows of it."""
+        x0 = space.batch(idx, flip)                                  # x_0 (latents or pixels)
+        t = draw_t(schedule, len(x0), cfg.train, gen)                # t, by its log SNR
+        noise = torch.randn(x0.shape, generator=gen)                 # eps ~ N(0, I)
+        y = None
+        if train_labels is not None:  # classifier-free guidance: drop some labels to "no label"
+            y = dropped(train_labels.index(idx), cfg.cond.drop_prob, gen)
+        if cfg.train.augment > 0:  # non-leaking augmentation: the network is told the transforms
+            x0, aug = augment(x0, cfg.train.augment, gen)
+            y = Labels(aug=aug) if y is None else dataclasses.replace(y, aug=aug)
+        y = None if y is None else y.index(rows).to(device)
+        x0, t, noise = x0[rows], t[rows], noise[rows]
+        xt = schedule.q_sample(x0, t, noise)                         # x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps
+        x0, xt, t = (to_device(v, device) for v in (x0, xt, t))      # pinned, non-blocking on CUDA
+        x0_hat = predict_x0(train_model, xt, t, use_bf16, y)         # f_theta(x_t, t[, y])
+        loss = (x0_hat - x0).pow(2).mean()                           # || f_theta - x_0 ||^2 / D
+        logged = {"loss": procs.mean(loss.detach()).item()}         # the same on every process
+        if terms:  # training-only terms on the hidden states of this forward pass (diffusion/align.py)
+            extra, values = terms(idx[rows], flip[rows], progress.step)
+            loss = loss + extra
+            logged.update({name: procs.mean(value).item() for name, value in values.items()})
+        return loss, logged
+
+    def update(loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # with DDP: gradients averaged over the processes
+        if projection is not None:
+            procs.average_gradients(projection)  # outside DDP: averaged here
+        if cfg.train.grad_clip > 0:
+            clip_gradients(model.parameters(), cfg.train.grad_clip)
+        opt.step()
+        ema.update(model)
+
+    def sample_epoch_grid(epoch: int) -> None:
+        sampler_model.load_state_dict(ema.shadow)
+        grid = sample_grid(sampler_model, schedule, space, cfg, device, use_bf16, cfg.train.sample_n, cfg.seed)
+        save_grid(grid, run_dir / f"samples_epoch{epoch + 1:04d}.png")
+
+    loop = Loop(f"DDPM ({space.name})", cfg.train, batches, total_steps, progress, state, procs, log, opt, run_dir,
+                guard_key="loss", guard_can_init=True)
+    loop.run(objective, update, lambda logged: (f"loss {logged['loss']:.4f}", {"loss": f"{logged['loss']:.4f}"}),
+             every=cfg.train.sample_every, at_epoch=sample_epoch_grid)
     train_seconds = progress.seconds()
-    if stopped_early:
-        budget = (f"step budget of {cfg.train.max_steps}" if cfg.train.max_steps and progress.step >= total_steps
-                  else f"time budget of {cfg.train.max_minutes} min")
-        log(f"{budget} reached after {progress.step} steps")
     del train_model  # the DDP wrapper holds the process group: drop it before procs.finish()
     procs.check_same_weights({**model.state_dict(), **{f"ema.{k}": v for k, v in ema.shadow.items()}})
     if not procs.is_main:  # process 0 alone samples and writes
