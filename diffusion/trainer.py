@@ -142,18 +142,22 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     procs = start_processes(cfg.device, cfg.train.deterministic)  # this process among torchrun's, its device
     device = procs.device
     rows = procs.local_rows(cfg.train.batch_size)  # this process's rows of every global batch
+    procs.agree_on_config(cfg)  # several processes: one config (a time budget included), or a UserError on all
     gen = seed_everything(cfg.seed)  # every draw of a step: t, noise, label dropout
     schedule = build_schedule(cfg)
     schedule.check_ends_in_noise(force=cfg.schedule.force)  # data-free check before any work
     init_weights, init_ae, earlier_species = starting_point(cfg) if not resumed else (None, None, [])
-    data = load_data(cfg.data)
+    data = procs.main_first("data", lambda: load_data(cfg.data))  # the others read process 0's image cache
     check_fingerprint(resumed, data.fingerprint, cfg.data.root)
     train_images = data.train()
     labels = training_labels(cfg, data)
     train_labels = None if labels is None else labels.index(data.train_idx)
     batches = training_batches(data, cfg.data, cfg.train.batch_size, cfg.seed)
     space, ae_record = training_space(cfg, device, resumed.state["ae"] if resumed else init_ae)
+    procs.agree("the data", {"data fingerprint": data.fingerprint, "AE sha256": ae_record and ae_record["sha256"]},
+                "give every machine the same images and AE (data.root, ae.ckpt)")
     run_dir = open_run_dir(out, cfg, resumed and resumed.run_dir, procs.is_main)
+    procs.check_run_folder(run_dir)  # several machines: one run folder that every process sees
     log = RunLog(run_dir)  # silent on processes other than the first (no run folder)
     use_bf16 = cfg.train.bf16 and bf16_pays(device)
     log(f"run folder {run_dir} | device {device} | space {space.name} {space.shape} | "
@@ -182,7 +186,8 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
             f"of numbers the table does not name, trained as 'no label'); label dropout {cfg.cond.drop_prob}")
     t0 = time.time()
     images_key = hashlib.sha256(f"{data.fingerprint};{data.train_idx.tolist()}".encode()).hexdigest()
-    space.prepare(train_images, latent_cache(cfg.data.cache_dir, ae_record["sha256"], images_key) if ae_record else None)
+    cache = latent_cache(cfg.data.cache_dir, ae_record["sha256"], images_key) if ae_record else None
+    procs.main_first("latents", lambda: space.prepare(train_images, cache))  # the others read its latent cache
     log(f"{len(train_images)} training images prepared in {time.time() - t0:.1f}s")
     diag = schedule.check_ends_in_noise(space.all_x0(), force=cfg.schedule.force)
     log(f"schedule T={schedule.T}, betas {schedule.beta_start:.3g}..{schedule.beta_end:.3g}: alpha_bar_T "
@@ -207,7 +212,6 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     if resumed:
         log(f"resumed from {resumed.path} at step {progress.step} (epoch {progress.epoch}, batch {progress.batch})")
     train_model = procs.wrap(model, cfg.train.compile)  # DDP over the processes, torch.compile if asked
-    procs.seed_dropout(cfg.seed, progress.step)  # several processes: each its own dropout noise
 
     total_steps = cfg.train.epochs * len(batches)
     if cfg.train.max_steps:  # a step budget: the schedule spans it, and the run stops there
@@ -222,11 +226,13 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     with StopSignals() as stop, bar:
         for epoch in range(progress.epoch, cfg.train.epochs):
             for idx, flip in batches.epoch(epoch, start=progress.batch):
-                lr = scheduled_lr(cfg.train, progress.step, total_steps, progress.seconds())
+                seconds = procs.first(progress.seconds())  # process 0's clock: one rate, one last step
+                lr = scheduled_lr(cfg.train, progress.step, total_steps, seconds)
                 if lr is None or progress.step >= total_steps:  # the time or step budget is used up
                     stopped_early = True
                     break
                 set_learning_rate(opt, lr)
+                procs.seed_dropout(cfg.seed, progress.step)  # several processes: each its own dropout noise
                 # Every process draws the whole global batch (the draws one process would make) and
                 # trains on its own rows of it.
                 x0 = space.batch(idx, flip)
