@@ -306,7 +306,7 @@ def meet(point: str, value: str, rank: int, world: int) -> list[str]:
     store = _store()
     if store is None:
         if not dist.is_initialized():
-            return [socket.gethostname()] * world if point == "start" else [value] * world
+            return [value] * world
         values = [None] * world
         dist.all_gather_object(values, value)
         return values
@@ -349,12 +349,20 @@ def shared_errors():
 
 
 def _post_error(message: str) -> None:
-    """Post this process's user error for the others (the first posted stays); nothing outside torchrun."""
+    """Post this process's user error for the others (the first posted stays; nothing outside
+    torchrun). Every process that stops on a user error counts itself; the first waits (a few seconds
+    at most) until all have, so that its machine's torchrun, which may serve the store, outlives the
+    reading."""
     try:
         store = _store()
-        if store is not None and store.add("errors", 1) == 1:
-            rank = int(os.environ.get("RANK", "0"))
-            store.set("error", f"process {rank} (on {socket.gethostname()}): {message}")
+        if store is None:
+            return
+        first = store.add("errors", 1) == 1
+        if first:
+            store.set("error", f"process {os.environ.get('RANK', '0')} (on {socket.gethostname()}): {message}")
+        deadline = time.monotonic() + 5
+        while first and store.add("errors", 0) < int(os.environ["WORLD_SIZE"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
     except Exception:  # the store is gone (its machine stopped): the others learn of it from torchrun
         pass
 
