@@ -15,6 +15,7 @@ from __future__ import annotations
 from autoencoder.config import AEConfig
 from autoencoder.trainer import CHECKPOINT_NAME, COMMAND, RESUME_KEYS, STATE_KIND, train
 from plumbing.cli import run_main
+from plumbing.distributed import shared_errors
 from plumbing.resume import Resumed
 from plumbing.train_cli import parse_training_args
 from sprites.config import check_own_images, own_images
@@ -28,8 +29,10 @@ def parse_args(argv: list[str]) -> tuple[AEConfig, str | None, Resumed | None]:
 
 
 def main(argv: list[str]) -> None:
-    """The command line: parse, then train or resume."""
-    train(*parse_args(argv))
+    """The command line: parse, then train or resume (under torchrun, a user error on one process
+    stops every process with it: plumbing/distributed.py, shared_errors)."""
+    with shared_errors():
+        train(*parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -93,11 +93,13 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
     procs = start_processes(cfg.device, cfg.train.deterministic)  # this process among torchrun's, its device
     device = procs.device
     rows = procs.local_rows(cfg.train.batch_size)  # this process's rows of every global batch
+    procs.agree_on_config(cfg)  # several processes: one config (a time budget included), or a UserError on all
     gen = seed_everything(cfg.seed)  # posterior noise (the data order has its own (seed, epoch) generators)
     lpips_model = None
     if cfg.loss.perceptual_weight > 0:  # fail before any work when the weights are missing
         lpips_model = load_lpips().to(device)
-    data = load_data(cfg.data)
+    data = procs.main_first("data", lambda: load_data(cfg.data))  # the others read process 0's image cache
+    procs.agree("the data", {"data fingerprint": data.fingerprint}, "give every machine the same images (data.root)")
     check_fingerprint(resumed, data.fingerprint, cfg.data.root)
     batches = training_batches(data, cfg.data, cfg.train.batch_size, cfg.seed)
     # colour whitening and latent scales: every training image, or a draw by share from a large mixture
@@ -105,6 +107,7 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
     holdout = to_unit_range(data.holdout())
 
     run_dir = open_run_dir(out, cfg, resumed and resumed.run_dir, procs.is_main)
+    procs.check_run_folder(run_dir)  # several machines: one run folder that every process sees
     log = RunLog(run_dir)  # silent on processes other than the first (no run folder)
     use_bf16 = cfg.train.bf16 and bf16_pays(device)
     log(f"run folder {run_dir} | device {device} | {precision_note(device, cfg.train.bf16)}")
@@ -167,7 +170,7 @@ def train(cfg: AEConfig, out: str | None = None, resumed: Resumed | None = None)
         lp = lpips_model(x_hat, x).mean() if lpips_model is not None else None
         if lp is not None:
             loss = loss + cfg.loss.perceptual_weight * lp
-        gan.on = disc is not None and discriminator_on(progress.step, total_steps, progress.seconds(), cfg)
+        gan.on = disc is not None and discriminator_on(progress.step, total_steps, loop.seconds, cfg)  # process 0's clock
         if gan.on:
             loss = loss + cfg.loss.disc_weight * hinge_g_loss(disc(x_hat))
             gan.pair = (x, x_hat.detach())

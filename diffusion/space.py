@@ -89,8 +89,9 @@ class LatentSpace:
 
     def prepare(self, images_uint8: torch.Tensor, cache: Path | None = None, batch_size: int = 64) -> None:
         """Encode the training images and their mirror images once (q(z|x)'s means), or read them from
-        `cache` (a file keyed by the AE and the images: see `latent_cache`), writing it when missing."""
-        means = read_cache(cache)
+        `cache` (a file keyed by the AE and the images: see `latent_cache`), writing it when missing. A
+        cache read is memory-mapped: the training processes of one machine share one copy."""
+        means = read_cache(cache, mmap=True)
         if isinstance(means, torch.Tensor) and means.shape[:2] == (2, len(images_uint8)):
             self.post_mean = means
             return

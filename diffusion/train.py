@@ -19,6 +19,7 @@ from diffusion.config import DiffusionConfig
 from diffusion.pipeline import STATE_KIND
 from diffusion.trainer import CHECKPOINT_NAME, COMMAND, NO_LABELS, RESUME_KEYS, train
 from plumbing.cli import run_main
+from plumbing.distributed import shared_errors
 from plumbing.resume import Resumed
 from plumbing.train_cli import parse_training_args
 from sprites.config import check_own_images, own_images
@@ -34,8 +35,10 @@ def parse_args(argv: list[str], default_config: str = "configs/ldm.yaml") -> tup
 
 
 def main(argv: list[str]) -> None:
-    """The command line: parse, then train or resume."""
-    train(*parse_args(argv))
+    """The command line: parse, then train or resume (under torchrun, a user error on one process
+    stops every process with it: plumbing/distributed.py, shared_errors)."""
+    with shared_errors():
+        train(*parse_args(argv))
 
 
 if __name__ == "__main__":

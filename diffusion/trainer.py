@@ -143,20 +143,24 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     procs = start_processes(cfg.device, cfg.train.deterministic)  # this process among torchrun's, its device
     device = procs.device
     rows = procs.local_rows(cfg.train.batch_size)  # this process's rows of every global batch
+    procs.agree_on_config(cfg)  # several processes: one config (a time budget included), or a UserError on all
     gen = seed_everything(cfg.seed)  # every draw of a step: t, noise, label dropout
     schedule = build_schedule(cfg)
     schedule.check_ends_in_noise(force=cfg.schedule.force)  # data-free check before any work
     init_weights, init_ae, earlier_species = starting_point(cfg) if not resumed else (None, None, [])
     if cfg.loss.align > 0:  # a missing or mismatched teacher stops the run before any work
         load_teacher(cfg.loss.teacher, cfg.data)
-    data = load_data(cfg.data)
+    data = procs.main_first("data", lambda: load_data(cfg.data))  # the others read process 0's image cache
     check_fingerprint(resumed, data.fingerprint, cfg.data.root)
     train_images = data.train()
     labels = training_labels(cfg, data)
     train_labels = None if labels is None else labels.index(data.train_idx)
     batches = training_batches(data, cfg.data, cfg.train.batch_size, cfg.seed)
     space, ae_record = training_space(cfg, device, resumed.state["ae"] if resumed else init_ae)
+    procs.agree("the data", {"data fingerprint": data.fingerprint, "AE sha256": ae_record and ae_record["sha256"]},
+                "give every machine the same images and AE (data.root, ae.ckpt)")
     run_dir = open_run_dir(out, cfg, resumed and resumed.run_dir, procs.is_main)
+    procs.check_run_folder(run_dir)  # several machines: one run folder that every process sees
     log = RunLog(run_dir)  # silent on processes other than the first (no run folder)
     use_bf16 = cfg.train.bf16 and bf16_pays(device)
     log(f"run folder {run_dir} | device {device} | space {space.name} {space.shape} | "
@@ -185,12 +189,14 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
             f"of numbers the table does not name, trained as 'no label'); label dropout {cfg.cond.drop_prob}")
     t0 = time.time()
     images_key = hashlib.sha256(f"{data.fingerprint};{data.train_idx.tolist()}".encode()).hexdigest()
-    space.prepare(train_images, latent_cache(cfg.data.cache_dir, ae_record["sha256"], images_key) if ae_record else None)
+    cache = latent_cache(cfg.data.cache_dir, ae_record["sha256"], images_key) if ae_record else None
+    procs.main_first("latents", lambda: space.prepare(train_images, cache))  # the others read its latent cache
     log(f"{len(train_images)} training images prepared in {time.time() - t0:.1f}s")
     features = None
     if cfg.loss.align > 0:
         t0 = time.time()
-        features = teacher_features(cfg.loss.teacher, cfg.data, train_images, images_key, device)
+        features = procs.main_first("teacher features",  # the others read its feature cache
+                                    lambda: teacher_features(cfg.loss.teacher, cfg.data, train_images, images_key, device))
         log(f"teacher {cfg.loss.teacher}: features {tuple(features.maps.shape[2:])} of every training image and "
             f"its mirror image in {time.time() - t0:.1f}s")
     diag = schedule.check_ends_in_noise(space.all_x0(), force=cfg.schedule.force)
@@ -224,7 +230,6 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     if resumed:
         log(f"resumed from {resumed.path} at step {progress.step} (epoch {progress.epoch}, batch {progress.batch})")
     train_model = procs.wrap(model, cfg.train.compile)  # DDP over the processes, torch.compile if asked
-    procs.seed_dropout(cfg.seed, progress.step)  # several processes: each its own dropout noise
 
     total_steps = cfg.train.epochs * len(batches)
     if cfg.train.max_steps:  # a step budget: the schedule spans it, and the run stops there
@@ -234,6 +239,7 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     def objective(idx: torch.Tensor, flip: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The DDPM loss of one batch (module docstring). Every process draws the whole global batch
         (the draws one process would make) and trains on its own rows of it."""
+        procs.seed_dropout(cfg.seed, progress.step)  # several processes: each its own dropout noise
         x0 = space.batch(idx, flip)                                  # x_0 (latents or pixels)
         t = draw_t(schedule, len(x0), cfg.train, gen)                # t, by its log SNR
         noise = torch.randn(x0.shape, generator=gen)                 # eps ~ N(0, I)

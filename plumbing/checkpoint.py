@@ -59,13 +59,14 @@ def save_atomic(obj: dict, path: str | Path) -> Path:
     return path
 
 
-def read_cache(path: Path | None):
+def read_cache(path: Path | None, mmap: bool = False):
     """What a cache file holds (tensors, numbers, strings; read without running code), or None when
-    there is no file or it cannot be read: a damaged cache is rebuilt, never trusted."""
+    there is no file or it cannot be read: a damaged cache is rebuilt, never trusted. With `mmap` the
+    tensors are mapped from the file, not copied: the processes of one machine share their pages."""
     if path is None or not path.is_file():
         return None
     try:
-        return torch.load(path, weights_only=True)
+        return torch.load(path, weights_only=True, mmap=mmap)
     except Exception:  # truncated, foreign or unpicklable: rebuild it
         return None
 

@@ -3,7 +3,8 @@ that is the same for every model, so that a trainer only says what one step comp
 
     for each epoch, from where the run stands (a resumed run: its epoch and batch):
         for each batch (idx, flip) of the epoch:
-            lr = the schedule's rate at this step (plumbing/optim.py); none left: stop (time or step budget)
+            lr = the schedule's rate at this step (plumbing/optim.py) on process 0's clock (`seconds`, the same
+                 on every process); none left: stop (time or step budget)
             loss, logged = objective(idx, flip)        the trainer's forward pass and loss
             the divergence guard reads logged[guard_key] (plumbing/guard.py): stop before a bad update
             logged |= update(loss)                      the trainer's backward pass, optimiser, EMA
@@ -41,6 +42,8 @@ class Loop:
     run_dir: Path | None
     guard_key: str                   # the logged number the divergence guard watches
     guard_can_init: bool = False     # the guard's hint may point at train.init
+    seconds: float = 0.0             # training time at this step on process 0's clock, shared by every process
+                                     # (one learning rate and one last step under a time budget)
 
     def run(self, objective: Objective, update: Callable[[torch.Tensor], dict | None],
             describe: Callable[[dict], tuple[str, dict]], every: int = 0,
@@ -57,7 +60,8 @@ class Loop:
         with StopSignals() as stop, bar:
             for epoch in range(progress.epoch, train.epochs):
                 for idx, flip in self.batches.epoch(epoch, start=progress.batch):
-                    lr = scheduled_lr(train, progress.step, self.total_steps, progress.seconds())
+                    self.seconds = self.procs.first(progress.seconds())
+                    lr = scheduled_lr(train, progress.step, self.total_steps, self.seconds)
                     if lr is None or progress.step >= self.total_steps:  # the time or step budget is used up
                         stopped_early = True
                         break
