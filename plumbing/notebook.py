@@ -12,15 +12,18 @@ be imported; what follows lives here:
                         on a GPU (with the *_full configs)
     show(path)          an image or GIF file inline (IPython's display)
     save_to_drive(...)  on Colab: copy the run folders to Google Drive, which outlives the runtime
+    for_reading(nb)     an executed copy made light to read (scripts/notebook.sh --publish)
 
 CI executes the notebook with POKEDIFFUSION_NOTEBOOK_MINUTES=0.3 (scripts/notebook.sh --execute).
 """
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -99,3 +102,48 @@ def save_to_drive(folder: str | Path, colab: bool | None = None, drive: Path = D
         shutil.rmtree(target)
     shutil.copytree(folder, target)
     return target
+
+
+GIF_BYTES = 400_000  # a published GIF's size at most (unless it is down to MIN_FRAMES)
+MIN_FRAMES = 5
+
+
+def smaller_gif(data: bytes, limit: int = GIF_BYTES) -> bytes:
+    """The GIF `data` with every other frame dropped (each shown twice as long) until it takes at most
+    `limit` bytes or has MIN_FRAMES frames left."""
+    from plumbing.pictures import thin_gif  # imageio: only where a copy is published
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "frames.gif"
+        path.write_bytes(data)
+        frames = MIN_FRAMES + 1
+        while path.stat().st_size > limit and frames > MIN_FRAMES:
+            frames = thin_gif(path)
+        return path.read_bytes()
+
+
+def for_reading(nb, root: Path, gif_bytes: int = GIF_BYTES) -> dict:
+    """Make an executed notebook (nbformat's) light to read in a browser, in place: each GIF above
+    `gif_bytes` keeps every other frame until it fits (`smaller_gif`), progress bars (stderr) and the
+    JPEG beside each PNG of a PIL image are dropped, and the absolute path `root` (the repository) is
+    written relative. Returns {"gifs thinned": n, "outputs dropped": n}."""
+    thinned = dropped = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for out in cell.outputs:
+            if out.output_type == "stream" and out.name == "stderr":
+                dropped += 1
+                continue
+            if out.output_type == "stream":
+                out.text = out.text.replace(str(root) + "/", "").replace(str(root), ".")
+            if "image/png" in out.get("data", {}) and out.data.pop("image/jpeg", None):  # PIL shows both
+                dropped += 1
+            gif = out.get("data", {}).get("image/gif")
+            if gif and len(gif) * 3 // 4 > gif_bytes:
+                out.data["image/gif"] = base64.b64encode(smaller_gif(base64.b64decode(gif), gif_bytes)).decode()
+                thinned += 1
+            kept.append(out)
+        cell.outputs = kept
+    return {"gifs thinned": thinned, "outputs dropped": dropped}

@@ -9,16 +9,12 @@ outputs is written for looking at (figures included). The notebook checks its ow
 asserts (x_T's KS statistic under its yardstick, the VAE's PSNR above a floor, samples that are not
 blank), so a wrong number fails the run as a raised error does.
 
---publish PATH writes the executed copy for reading in a browser (docs/notebook/pokediffusion.ipynb):
-each GIF above GIF_BYTES keeps every other frame until it fits (plumbing.pictures.thin_gif),
-progress bars (stderr) and the JPEG beside each PNG of a PIL image are dropped, and the run's own
-paths are written relative to the repository.
+--publish PATH also writes the executed copy made light for reading in a browser
+(docs/notebook/pokediffusion.ipynb; plumbing.notebook.for_reading says how).
 """
 from __future__ import annotations
 
 import argparse
-import base64
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,48 +23,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from plumbing.cli import UserError, run_main
-from plumbing.pictures import thin_gif
-
-GIF_BYTES = 400_000  # a published GIF's size at most (unless it is down to MIN_FRAMES)
-MIN_FRAMES = 5
-
-
-def smaller_gif(data: bytes, limit: int = GIF_BYTES) -> bytes:
-    """The GIF `data` with every other frame dropped (each shown twice as long) until it takes at most
-    `limit` bytes or has MIN_FRAMES frames left."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "frames.gif"
-        path.write_bytes(data)
-        frames = MIN_FRAMES + 1
-        while path.stat().st_size > limit and frames > MIN_FRAMES:
-            frames = thin_gif(path)
-        return path.read_bytes()
-
-
-def for_reading(nb, root: Path, gif_bytes: int = GIF_BYTES) -> dict:
-    """Make an executed notebook light to read (module docstring), in place; returns
-    {"gifs thinned": n, "outputs dropped": n}."""
-    thinned = dropped = 0
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        kept = []
-        for out in cell.outputs:
-            if out.output_type == "stream" and out.name == "stderr":
-                dropped += 1
-                continue
-            if out.output_type == "stream":
-                out.text = out.text.replace(str(root) + "/", "").replace(str(root), ".")
-            if "image/png" in out.get("data", {}) and out.data.pop("image/jpeg", None):  # PIL shows both
-                dropped += 1
-            gif = out.get("data", {}).get("image/gif")
-            if gif and len(gif) * 3 // 4 > gif_bytes:
-                out.data["image/gif"] = base64.b64encode(smaller_gif(base64.b64decode(gif), gif_bytes)).decode()
-                thinned += 1
-            kept.append(out)
-        cell.outputs = kept
-    return {"gifs thinned": thinned, "outputs dropped": dropped}
-
+from plumbing.notebook import for_reading
 
 def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="python -m plumbing.notebook_run", description=__doc__,
