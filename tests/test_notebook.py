@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from plumbing.cli import UserError
-from plumbing.notebook import BUDGET_ENV, budget, save_to_drive, setup
+from plumbing.notebook import BUDGET_ENV, budget, for_reading, save_to_drive, setup, smaller_gif
 from tests.helpers import REPO
 
 NOTEBOOK = REPO / "notebooks" / "pokediffusion.ipynb"
@@ -222,7 +222,6 @@ def test_the_copy_to_read_thins_large_gifs_and_drops_progress_bars(tmp_path):
     import numpy as np
     from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-    from plumbing.notebook_run import for_reading, smaller_gif
     from plumbing.pictures import save_gif
 
     limit = 40_000
