@@ -40,6 +40,19 @@ def test_the_notebook_is_committed_without_outputs_and_stays_small():
     assert NOTEBOOK.stat().st_size < 40_000
 
 
+def test_the_copy_to_read_is_this_notebook_executed_and_a_few_mb():
+    """docs/notebook/pokediffusion.ipynb (bash scripts/notebook.sh --publish) has the notebook's cells,
+    every code cell run, and stays light enough for a browser."""
+    published = REPO / "docs" / "notebook" / "pokediffusion.ipynb"
+    cells = json.loads(published.read_text())["cells"]
+    assert ["".join(c["source"]) for c in cells] == ["".join(c["source"]) for c in _cells()], \
+        "the notebook changed since its copy to read was made: bash scripts/notebook.sh --publish"
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert all(c["execution_count"] for c in code) and sum(bool(c["outputs"]) for c in code) >= len(code) - 1
+    assert not any(o["output_type"] == "error" for c in code for o in c["outputs"])
+    assert published.stat().st_size < 8_000_000
+
+
 def test_the_notebook_calls_public_names_that_exist():
     """No private name of the project (no `_x`), and every name it imports from the project exists."""
     for tree in _code():
