@@ -188,7 +188,7 @@ def load_diffusion(path: str | Path, device: torch.device | str = "cpu", ae_path
 
 def load_pipeline(path: str | Path | None = None, device: str = "auto", ae: str | None = None) -> Pipeline:
     """The model at `path` (release folder, run folder or diffusion.pt), or the one `default_checkpoint`
-    picks, on `device` (auto: CUDA, then MPS, then CPU)."""
+    picks, on `device` (auto: CUDA, else the CPU)."""
     return load_diffusion(path or default_checkpoint(), pick_device(device), ae)
 
 

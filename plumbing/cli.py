@@ -35,6 +35,10 @@ class UserError(ValueError):
     the Python API (diffusion/pipeline.py) raises what Python code expects of a bad argument, with
     the same one-line message the command line prints."""
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython (a notebook) shows for it: the one line, as the command line does, no traceback."""
+        return [f"UserError: {self}"]
+
 
 class Stopped(Exception):
     """A command that stopped early on request (SIGINT/SIGTERM) after saving what it needs to continue.

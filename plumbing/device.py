@@ -1,4 +1,14 @@
-"""Device choice, seeding and mixed precision: the same code on CUDA, CPU and MPS."""
+"""Device choice, seeding and mixed precision: the same code on CUDA and the CPU.
+
+Precision is decided here alone (`bf16_pays`, `autocast`, `precision_note`), for both trainers and
+sampling: bf16 autocast where the hardware computes in bf16 (CUDA compute capability 8.0 and later;
+a CPU with native bf16 that is also faster in it), float32 everywhere else. There is no fp16 path:
+a card without bf16 (a T4, capability 7.5) trains in float32, slower but without a loss scaler.
+
+Apple's MPS is never picked by `auto`: the project's tests and measured runs have not run on it (its
+float64 and autocast support differ between PyTorch versions), so a Mac trains on its CPU; `device=mps`
+asks for it explicitly, untested.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -15,13 +25,10 @@ from plumbing.cli import UserError
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA, then MPS, then CPU; an explicit name that is not available is an error."""
+    """`auto` picks CUDA, else the CPU (never MPS: see the module docstring); an explicit name that is
+    not available is an error."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device '{name}' requested but CUDA is not available; use device=cpu or device=auto")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
@@ -48,11 +55,16 @@ def seed_everything(seed: int) -> torch.Generator:
     return gen
 
 
+# CUDA computes in bf16 from compute capability 8.0 (Ampere) on. torch.cuda.is_bf16_supported() is no
+# test of that: it is True on older cards too (a T4, 7.5), where bf16 is emulated and slow.
+BF16_CUDA_CAPABILITY = (8, 0)
+
+
 def bf16_native(device: torch.device) -> bool:
-    """Whether the hardware computes in bf16 natively: CUDA (Ampere+), or a CPU whose oneDNN backend
-    reports AVX512-BF16 or AMX. Native is not the same as fast: see `bf16_pays`."""
+    """Whether the hardware computes in bf16 natively: CUDA of compute capability >= 8.0, or a CPU
+    whose oneDNN backend reports AVX512-BF16 or AMX. Native is not the same as fast: see `bf16_pays`."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return tuple(torch.cuda.get_device_capability(device)) >= BF16_CUDA_CAPABILITY
     if device.type == "cpu":
         checker = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
         if checker is None:
@@ -100,7 +112,7 @@ def bf16_pays(device: torch.device) -> bool:
     """Whether bf16 autocast is used (where `train.bf16` allows it): on CUDA where bf16 is native;
     on a CPU only where it is native *and* a bf16 matrix product measures at least
     BF16_MIN_SPEEDUP x faster than fp32 (some CPUs have the instructions but no speed from them);
-    never on MPS here."""
+    never elsewhere (MPS). Where it is False the arithmetic is float32."""
     if device.type == "cuda":
         return bf16_native(device)
     if device.type == "cpu":
@@ -119,11 +131,15 @@ def precision_note(device: torch.device, enabled: bool) -> str:
     """One phrase for the run log: whether bf16 autocast is on, and if not, why."""
     if not enabled:
         return "bf16 autocast off (train.bf16=false)"
+    if device.type == "cuda" and not bf16_native(device):
+        major, minor = torch.cuda.get_device_capability(device)
+        return (f"bf16 autocast off (compute capability {major}.{minor} < {BF16_CUDA_CAPABILITY[0]}.0 has no bf16 "
+                "hardware): float32")
     if not bf16_native(device):
-        return "bf16 autocast off (not native here)"
+        return "bf16 autocast off (not native here): float32"
     if device.type == "cpu" and not bf16_pays(device):
         return (f"bf16 autocast off (a bf16 matrix product runs at {cpu_bf16_speedup():.2f}x the fp32 rate "
-                f"on this CPU, under the {BF16_MIN_SPEEDUP}x that pays)")
+                f"on this CPU, under the {BF16_MIN_SPEEDUP}x that pays): float32")
     return "bf16 autocast on"
 
 

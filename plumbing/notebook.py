@@ -1,19 +1,29 @@
-"""What notebooks/pokediffusion.ipynb needs besides the project's API: where it runs, its set-up, its budget.
+"""What notebooks/pokediffusion.ipynb needs besides the project's API: its set-up, its budget, pictures
+and, on Colab, keeping the run folders.
 
-    in_colab()        whether the kernel runs on Google Colab
-    setup(...)        on Colab: clone the repository (once) and install requirements.txt; anywhere: move to
-                      the repository root and put it on sys.path, so that `import diffusion` works
-    budget(cuda)      minutes per training stage: POKEDIFFUSION_NOTEBOOK_MINUTES, else 3 on a CPU and 10
-                      on a GPU (with the *_full configs)
-    show(path)        an image or GIF file inline (IPython's display)
+The notebook's first cell finds the repository (on Colab: a clone of REPO_URL, an uploaded zip or a
+folder on Google Drive; elsewhere: the folder around the notebook) before anything of the project can
+be imported; what follows lives here:
+
+    in_colab()          whether the kernel runs on Google Colab
+    setup(root)         on Colab: pip install -r requirements.txt (its output shown where it fails);
+                        anywhere: move to the repository root and put it on sys.path
+    budget(cuda)        minutes per training stage: POKEDIFFUSION_NOTEBOOK_MINUTES, else 3 on a CPU and 10
+                        on a GPU (with the *_full configs)
+    show(path)          an image or GIF file inline (IPython's display)
+    save_to_drive(...)  on Colab: copy the run folders to Google Drive, which outlives the runtime
+    for_reading(nb)     an executed copy made light to read (scripts/notebook.sh --publish)
 
 CI executes the notebook with POKEDIFFUSION_NOTEBOOK_MINUTES=0.3 (scripts/notebook.sh --execute).
 """
 from __future__ import annotations
 
+import base64
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -22,43 +32,29 @@ from plumbing.cli import UserError
 BUDGET_ENV = "POKEDIFFUSION_NOTEBOOK_MINUTES"
 CPU_MINUTES = 3.0
 GPU_MINUTES = 10.0
-COLAB_FOLDER = Path("/content/pokediffusion")
+DRIVE = Path("/content/drive")                 # where Colab mounts Google Drive
+DRIVE_RUNS = "MyDrive/pokediffusion_runs"      # the run folders' home on it
+PIP_LINES_SHOWN = 25                           # of a failed install's output
 
 
 def in_colab() -> bool:
     return "google.colab" in sys.modules
 
 
-def repository_root(start: Path) -> Path | None:
-    """The nearest folder at or above `start` that holds this project (diffusion/ and configs/ldm.yaml)."""
-    for folder in [start, *start.parents]:
-        if (folder / "diffusion" / "__init__.py").is_file() and (folder / "configs" / "ldm.yaml").is_file():
-            return folder
-    return None
-
-
-def setup(repo_url: str = "", colab: bool | None = None, folder: Path = COLAB_FOLDER,
-          run: Callable = subprocess.run) -> Path:
-    """Make the project importable from a notebook and return its root (the working folder afterwards).
-
-    On Colab (`colab`, default: `in_colab()`): `git clone repo_url folder` unless the folder holds the
-    project already, then `pip install -r requirements.txt` (Colab has PyTorch; the rest takes a minute).
-    Elsewhere: the repository around the working folder (a notebook runs in notebooks/). `run` runs
-    the shell commands (a test replaces it)."""
-    colab = in_colab() if colab is None else colab
-    if colab:
-        if repository_root(folder) is None:
-            if not repo_url:
-                raise UserError("on Colab the notebook clones the repository: set REPO_URL in the first cell to "
-                                "its git address (the one you would pass to git clone)")
-            run(["git", "clone", "--depth", "1", repo_url, str(folder)], check=True)
-        run([sys.executable, "-m", "pip", "install", "--quiet", "-r", str(folder / "requirements.txt")], check=True)
-        root = folder
-    else:
-        root = repository_root(Path.cwd().resolve())
-        if root is None:
-            raise UserError(f"{Path.cwd()} is not inside the pokediffusion repository; start Jupyter in the "
-                            "repository (bash scripts/notebook.sh)")
+def setup(root: Path, colab: bool | None = None, run: Callable = subprocess.run) -> Path:
+    """Make the project at `root` importable and the working folder; on Colab (`colab`, default
+    `in_colab()`) first `pip install -r requirements.txt` (Colab has PyTorch; the rest takes a minute).
+    A failed install shows the end of pip's output and raises a UserError. `run` runs the command
+    (a test replaces it)."""
+    root = Path(root).resolve()
+    if in_colab() if colab is None else colab:
+        command = [sys.executable, "-m", "pip", "install", "--quiet", "-r", str(root / "requirements.txt")]
+        done = run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).strip().splitlines()
+            print("\n".join(output[-PIP_LINES_SHOWN:]), file=sys.stderr)
+            raise UserError(f"pip install -r requirements.txt failed (exit {done.returncode}): "
+                            f"{output[-1] if output else 'no output'}; the lines above say why")
     os.chdir(root)
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
@@ -86,3 +82,68 @@ def show(path: str | Path) -> None:
 
     path = Path(path)
     display(Image(data=path.read_bytes(), format=path.suffix.lstrip(".").lower().replace("jpg", "jpeg")))
+
+
+def save_to_drive(folder: str | Path, colab: bool | None = None, drive: Path = DRIVE,
+                  mount: Callable[[str], None] | None = None) -> Path | None:
+    """On Colab: mount Google Drive at `drive` (Colab asks for permission once) and copy `folder`
+    into MyDrive/pokediffusion_runs/, replacing an earlier copy; returns the copy. Elsewhere the
+    folder is already on disk: returns None. `mount` mounts Drive (default: google.colab.drive.mount)."""
+    if not (in_colab() if colab is None else colab):
+        return None
+    if not (drive / "MyDrive").is_dir():
+        if mount is None:
+            from google.colab import drive as colab_drive  # exists on Colab only
+            mount = colab_drive.mount
+        mount(str(drive))
+    folder = Path(folder)
+    target = drive / DRIVE_RUNS / folder.name
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(folder, target)
+    return target
+
+
+GIF_BYTES = 400_000  # a published GIF's size at most (unless it is down to MIN_FRAMES)
+MIN_FRAMES = 5
+
+
+def smaller_gif(data: bytes, limit: int = GIF_BYTES) -> bytes:
+    """The GIF `data` with every other frame dropped (each shown twice as long) until it takes at most
+    `limit` bytes or has MIN_FRAMES frames left."""
+    from plumbing.pictures import thin_gif  # imageio: only where a copy is published
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "frames.gif"
+        path.write_bytes(data)
+        frames = MIN_FRAMES + 1
+        while path.stat().st_size > limit and frames > MIN_FRAMES:
+            frames = thin_gif(path)
+        return path.read_bytes()
+
+
+def for_reading(nb, root: Path, gif_bytes: int = GIF_BYTES) -> dict:
+    """Make an executed notebook (nbformat's) light to read in a browser, in place: each GIF above
+    `gif_bytes` keeps every other frame until it fits (`smaller_gif`), progress bars (stderr) and the
+    JPEG beside each PNG of a PIL image are dropped, and the absolute path `root` (the repository) is
+    written relative. Returns {"gifs thinned": n, "outputs dropped": n}."""
+    thinned = dropped = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for out in cell.outputs:
+            if out.output_type == "stream" and out.name == "stderr":
+                dropped += 1
+                continue
+            if out.output_type == "stream":
+                out.text = out.text.replace(str(root) + "/", "").replace(str(root), ".")
+            if "image/png" in out.get("data", {}) and out.data.pop("image/jpeg", None):  # PIL shows both
+                dropped += 1
+            gif = out.get("data", {}).get("image/gif")
+            if gif and len(gif) * 3 // 4 > gif_bytes:
+                out.data["image/gif"] = base64.b64encode(smaller_gif(base64.b64decode(gif), gif_bytes)).decode()
+                thinned += 1
+            kept.append(out)
+        cell.outputs = kept
+    return {"gifs thinned": thinned, "outputs dropped": dropped}

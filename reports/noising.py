@@ -12,7 +12,8 @@
 
 x_T for the statistics is drawn with the closed form x_T = sqrt(ab_T) x_0 + sqrt(1 - ab_T) eps for
 every training image; for N(0, 1) data the four moments are (0, 1, 0, 0) and the KS statistic of n
-samples is about 0.87 / sqrt(n) (its median under the null).
+samples is about 0.87 / sqrt(n) (the mean of Kolmogorov's distribution). x_T is not exactly N(0, 1):
+`ks_yardstick` adds the shift sqrt(ab_T) * mean(x_0) that the data leave behind.
 """
 from __future__ import annotations
 
@@ -53,6 +54,24 @@ def moments_and_ks(values: torch.Tensor) -> dict:
     return {"mean": float(mean), "std": float(std), "skewness": float(z.pow(3).mean()),
             "excess_kurtosis": float(z.pow(4).mean() - 3.0), "ks_vs_normal": float(torch.maximum(upper, lower).max()),
             "n": n}
+
+
+# sqrt(n) times the KS statistic of n draws from the distribution itself follows Kolmogorov's
+# distribution: mean 0.87, 99% quantile 1.63.
+KS_MEAN = 0.87
+KS_Q99 = 1.63
+
+
+def ks_yardstick(mean_x0: float, alpha_bar_T: float, n: int) -> dict:
+    """What the KS statistic of n values of x_T against N(0, 1) should be, for data of mean `mean_x0`.
+
+    x_T = sqrt(ab_T) x_0 + sqrt(1 - ab_T) eps keeps a shift: to first order in sqrt(ab_T) its CDF is
+    Phi(x) - sqrt(ab_T) mean(x_0) phi(x), at distance shift = sqrt(ab_T) |mean(x_0)| phi(0) from
+    N(0, 1) (phi(0) = 1 / sqrt(2 pi)). The statistic of n values is at most that plus the sampling
+    term (triangle inequality), which is KS_MEAN / sqrt(n) on average and below KS_Q99 / sqrt(n) in 99
+    of 100 draws. Returns {"shift", "expected": shift + KS_MEAN / sqrt(n), "limit": shift + KS_Q99 / sqrt(n)}."""
+    shift = math.sqrt(alpha_bar_T) * abs(mean_x0) / math.sqrt(2 * math.pi)
+    return {"shift": shift, "expected": shift + KS_MEAN / math.sqrt(n), "limit": shift + KS_Q99 / math.sqrt(n)}
 
 
 def channel_table(x: torch.Tensor, names: list[str]) -> dict:

@@ -1,5 +1,8 @@
-"""bf16 autocast is used only where it pays: native hardware support *and* a measured speed-up."""
+"""bf16 autocast is used only where it pays: native hardware support *and* a measured speed-up; float32
+everywhere else (a CUDA card under compute capability 8.0, a CPU without bf16, MPS)."""
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 import torch
@@ -57,7 +60,44 @@ def test_without_native_support_no_probe_is_needed(monkeypatch):
     monkeypatch.setattr(D, "bf16_native", lambda device: False)
     monkeypatch.setattr(D, "cpu_bf16_speedup", lambda: pytest.fail("probed without native bf16"))
     assert not D.bf16_pays(CPU)
-    assert D.precision_note(CPU, True) == "bf16 autocast off (not native here)"
+    assert D.precision_note(CPU, True) == "bf16 autocast off (not native here): float32"
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """Pretend a CUDA card of a given compute capability; is_bf16_supported says True, as it does on a T4."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+
+    def set_capability(major: int, minor: int) -> None:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, minor))
+    return set_capability
+
+
+@pytest.mark.parametrize("capability, native", [((7, 5), False), ((7, 0), False), ((8, 0), True), ((8, 6), True),
+                                                ((9, 0), True)])
+def test_cuda_bf16_follows_the_compute_capability(fake_cuda, capability, native):
+    """A T4 (7.5) or V100 (7.0) emulates bf16: float32 there, although is_bf16_supported() is True."""
+    fake_cuda(*capability)
+    cuda = torch.device("cuda")
+    assert D.bf16_native(cuda) is native and D.bf16_pays(cuda) is native
+    note = D.precision_note(cuda, True)
+    if native:
+        assert note == "bf16 autocast on"
+        with pytest.warns(UserWarning) if not torch.cuda.is_available() else contextlib.nullcontext():
+            assert isinstance(D.autocast(cuda, True), torch.autocast)  # without a card torch warns and disables it
+    else:
+        assert note.startswith(f"bf16 autocast off (compute capability {capability[0]}.{capability[1]} < 8.0")
+        assert note.endswith("float32")
+        assert isinstance(D.autocast(cuda, True), contextlib.nullcontext)
+
+
+def test_auto_never_picks_mps(monkeypatch):
+    """A Mac with MPS trains on its CPU unless device=mps is asked for (the module docstring says why)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert D.pick_device("auto") == CPU
+    assert D.pick_device("mps") == torch.device("mps")
+    assert not D.bf16_pays(torch.device("mps"))
 
 
 def test_probe_measures_a_positive_ratio_once(monkeypatch):

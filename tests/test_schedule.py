@@ -305,3 +305,24 @@ def test_threshold_is_alpha_bar_T_1e_2():
     with pytest.raises(UserError):
         LinearSchedule(300, scale_to_T=False).check_ends_in_noise()
     assert LinearSchedule(600, scale_to_T=False).check_ends_in_noise()["alpha_bar_T"] < 1e-2
+
+
+@pytest.mark.parametrize("mean", [0.0, 0.6])
+def test_ks_yardstick_predicts_the_statistic_of_x_T(mean):
+    """x_T of data with a mean keeps the shift sqrt(ab_T) mean(x_0) phi(0): a short schedule (ab_T ~ 0.01)
+    makes it large enough to see; the measured KS lands near the expected value and under the limit."""
+    from reports.noising import ks_yardstick, moments_and_ks
+
+    s = LinearSchedule(T=100, scale_to_T=False, beta_end=0.09)
+    ab = float(s.alpha_bars[-1])
+    n = 400_000
+    gen = torch.Generator().manual_seed(0)
+    x0 = mean + 0.3 * torch.randn(n, generator=gen)
+    xT = s.q_sample(x0, torch.full((n,), s.T - 1), torch.randn(n, generator=gen))
+    ks = moments_and_ks(xT)["ks_vs_normal"]
+    y = ks_yardstick(float(x0.mean()), ab, n)
+    assert 0.005 < ab < 0.02 and y["shift"] == pytest.approx(math.sqrt(ab) * abs(float(x0.mean())) / math.sqrt(2 * math.pi))
+    assert ks < y["limit"]
+    if mean:  # the shift dominates the sampling term here: without it the yardstick would be passed
+        assert y["shift"] > 10 / math.sqrt(n) and ks > 0.87 / math.sqrt(n) * 3
+        assert abs(ks - y["shift"]) < 1.63 / math.sqrt(n)
