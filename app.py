@@ -10,8 +10,8 @@ import torch
 from demo.page import build_page, launch
 from diffusion.pipeline import load_pipeline
 
-torch.set_num_threads(min(4, torch.get_num_threads()))
-demo = build_page(load_pipeline(Path(__file__).resolve().parent / "checkpoints" / "release", "cpu"))
+THREADS = min(4, torch.get_num_threads())  # PyTorch threads a request samples with
+demo = build_page(load_pipeline(Path(__file__).resolve().parent / "checkpoints" / "release", "cpu"), THREADS)
 
 if __name__ == "__main__":
     launch(demo)

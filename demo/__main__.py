@@ -49,7 +49,7 @@ def main(argv: list[str]) -> None:
     ckpt = user_path(args.ckpt) if args.ckpt else default_checkpoint()
     pipe = load_pipeline(Path(ckpt), args.device, str(user_path(args.ae)) if args.ae else None)
     print(f"serving {ckpt} on http://{args.host}:{args.port} ({args.threads} threads); Ctrl+C stops it", flush=True)
-    launch(build_page(pipe), args.host, args.port)
+    launch(build_page(pipe, args.threads), args.host, args.port)
 
 
 if __name__ == "__main__":

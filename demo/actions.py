@@ -142,8 +142,9 @@ def morph_labels(pipe: Pipeline, req: Request, k: int) -> tuple[Labels, torch.Te
 
 
 def live(pipe: Pipeline, n: int, seed: int, labels: Labels | None, guidance: float, sampler: str, steps: int,
-         noise: torch.Tensor | None = None, frames: int = FRAMES) -> Iterator[tuple]:
-    """Draw n samples (Pipeline.generate) and tell how it goes, in order:
+         noise: torch.Tensor | None = None, frames: int = FRAMES, threads: int | None = None) -> Iterator[tuple]:
+    """Draw n samples (Pipeline.generate, in a thread of its own with `threads` PyTorch threads where
+    given) and tell how it goes, in order:
     ("step", done, total) after each step, ("frame", t, uint8 grid of x_t decoded, 3x) at `frames` steps,
     then ("done", samples in [-1, 1], seconds). A UserError of the sampling is raised here."""
     events: queue.Queue = queue.Queue()
@@ -153,6 +154,8 @@ def live(pipe: Pipeline, n: int, seed: int, labels: Labels | None, guidance: flo
             events.put(("step", k))
 
     def run() -> None:
+        if threads is not None:
+            torch.set_num_threads(threads)
         try:
             images, _, seconds = pipe.generate(n, seed, labels, guidance, sampler, steps, frames=frames,
                                                progress=Steps(), noise=noise,

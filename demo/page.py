@@ -38,8 +38,9 @@ from plumbing.cli import UserError  # noqa: E402
 CSS = ".pixels img, .pixels canvas { image-rendering: pixelated; }"
 
 
-def build_page(pipe: Pipeline, out_dir: Path | None = None) -> gr.Blocks:
-    """The page for one loaded model; zips go to `out_dir` (default: a temporary folder)."""
+def build_page(pipe: Pipeline, threads: int | None = None, out_dir: Path | None = None) -> gr.Blocks:
+    """The page for one loaded model, sampling with `threads` PyTorch threads (None: as set); zips go to
+    `out_dir` (default: a temporary folder)."""
     out_dir = Path(out_dir or tempfile.mkdtemp(prefix="pokediffusion-demo-"))
     cond = pipe.conditional
     names = species_choices(pipe)
@@ -47,7 +48,8 @@ def build_page(pipe: Pipeline, out_dir: Path | None = None) -> gr.Blocks:
     def run(req: Request, labels, n: int, noise, progress, what: str):
         """The streamed outputs of one request: (x_t frame, gallery, status, zip) at each frame, then the samples."""
         frame = None
-        for kind, *rest in live(pipe, n, req.seed, labels, float(req.guidance), req.sampler, req.steps, noise):
+        for kind, *rest in live(pipe, n, req.seed, labels, float(req.guidance), req.sampler, req.steps, noise,
+                                threads=threads):
             if kind == "step":
                 progress(tuple(rest), desc="denoising", unit="steps")
             elif kind == "frame":
@@ -86,7 +88,9 @@ def build_page(pipe: Pipeline, out_dir: Path | None = None) -> gr.Blocks:
 
     with gr.Blocks(title="pokediffusion", delete_cache=(3600, 3600)) as page:
         known = ", ".join(kind for kind, on in cond.items() if on) or "no labels (unconditional)"
-        gr.Markdown(f"# pokediffusion\nThe model `{pipe.source}` draws 64x64 Pokemon; it was trained with "
+        source = Path(pipe.source).resolve()
+        shown = source.relative_to(Path.cwd()) if source.is_relative_to(Path.cwd()) else source  # no home folders
+        gr.Markdown(f"# pokediffusion\nThe model `{shown}` draws 64x64 Pokemon; it was trained with "
                     f"{known}. One request runs at a time.")
         with gr.Row():
             with gr.Column(scale=1):
