@@ -18,6 +18,7 @@ any device: every random draw comes from a CPU generator.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +39,16 @@ from plumbing.checkpoint import file_sha256, load_checkpoint
 from plumbing.cli import UserError
 from plumbing.config import from_dict
 from plumbing.device import bf16_pays, pick_device
-from plumbing.pictures import grid_array, to_uint8
+from plumbing.pictures import grid_array, save_image, to_uint8
 from plumbing.release import is_release, read_release, release_dir
 from plumbing.runs import newest_run_file
 
 STATE_KIND = "diffusion-state"   # the kind of a training-state checkpoint (diffusion/train.py, plumbing/resume.py)
+MAX_GUIDANCE = 20.0       # above it the guided x0 leaves the data's range and every sample saturates
+MAX_SEED = 2 ** 64 - 1    # torch.Generator.manual_seed takes 64-bit seeds
+SAMPLE_BATCH = 128        # samples drawn at once: a larger n is drawn in batches, memory bounded by this
+MAX_SAMPLES = 1_000_000   # one request: at 8 KB a PNG that is 8 GB of files, and days of sampling on a CPU
+PNG_BYTES = 13_000        # room a 64x64 RGB sample takes on disk at most (12,288 bytes of pixels and the PNG headers)
 
 
 @dataclass
@@ -69,30 +75,59 @@ class Pipeline:
         return requested(types, styles, self.conditional["type"], self.conditional["style"], n, species=species,
                          fusions=fusions, known=self.species, seed=seed)
 
+    def batches(self, n: int, seed: int = 0, labels: Labels | None = None, guidance: float = DEFAULT_GUIDANCE,
+                sampler: str = "ddim", steps: int = 50, eta: float = 0.0, frames: int = 0, bf16: bool | None = None,
+                progress=None, noise: torch.Tensor | None = None, on_frame=None, batch: int = SAMPLE_BATCH):
+        """The n samples of `generate`, `batch` at a time: yields (index of the first, samples decoded to pixels
+        in [-1, 1] on the CPU, recorded [(t, x_t)] (the first batch only)). One generator draws every batch in
+        turn, so n up to `batch` gives the samples of one call. `noise` (DDIM; shape [n, ...]) is x_T
+        instead of a draw; `on_frame(t, x_t)` sees each recorded x_t as it is made.
+        Raises UserError where a batch decodes to non-finite numbers, before anything is written."""
+        check_request(n, guidance, sampler, steps, eta, self.schedule.T, seed=seed)
+        if noise is not None and (sampler != "ddim" or len(noise) != n):
+            raise ValueError(f"a given x_T needs the DDIM sampler and one row per sample ({n}), got {sampler} and "
+                             f"{len(noise)}")
+        if bf16 is None:  # decided before the clock starts: bf16_pays measures the CPU once per process
+            bf16 = self.cfg.train.bf16 and bf16_pays(self.device)
+        gen = torch.Generator().manual_seed(seed)
+        for first in range(0, n, batch):
+            size = min(batch, n - first)
+            part = None if labels is None else labels.index(slice(first, first + size))
+            denoise = make_denoiser(self.model, self.device, bf16, part, guidance)
+            shape = (size, *self.space.shape)
+            record = frames if first == 0 else 0
+            with torch.inference_mode():
+                if sampler == "ddpm":
+                    x, recorded = ddpm_sample(denoise, self.schedule, shape, gen, self.device, self.space.clip,
+                                              frames=record, progress=progress, on_frame=on_frame)
+                else:
+                    start = None if noise is None else (self.schedule.T - 1, noise[first:first + size])
+                    x, recorded = ddim_sample(denoise, self.schedule, shape, gen, self.device, self.space.clip,
+                                              steps=steps, eta=eta, frames=record, progress=progress, start=start,
+                                              on_frame=on_frame)
+                images = self.space.decode(x).cpu()
+            if not torch.isfinite(images).all():
+                raise UserError(f"guidance={guidance:g} gave samples that are not finite numbers; "
+                                "use a smaller guidance scale (1: conditional, 3: stronger)")
+            yield first, images, recorded
+
     def generate(self, n: int, seed: int = 0, labels: Labels | None = None, guidance: float = DEFAULT_GUIDANCE,
                  sampler: str = "ddim", steps: int = 50, eta: float = 0.0, frames: int = 0, bf16: bool | None = None,
-                 progress=None) -> tuple[torch.Tensor, list, float]:
+                 progress=None, noise: torch.Tensor | None = None, on_frame=None) -> tuple[torch.Tensor, list, float]:
         """(n samples decoded to pixels in [-1, 1] on the CPU, recorded [(t, x_t)], seconds incl. decoding).
 
         `labels` (len n, or None) conditions the samples (classifier-free guidance with `guidance`);
         `frames` > 0 records that many x_t along the way; `bf16` None uses bf16 autocast where the
-        config and the hardware say it pays, False computes in float32."""
-        check_request(n, guidance, sampler, steps, eta, self.schedule.T)
+        config and the hardware say it pays, False computes in float32. Drawn in batches (`batches`)."""
         if bf16 is None:  # decided before the clock starts: bf16_pays measures the CPU once per process
             bf16 = self.cfg.train.bf16 and bf16_pays(self.device)
-        gen = torch.Generator().manual_seed(seed)
-        denoise = make_denoiser(self.model, self.device, bf16, labels, guidance)
-        shape = (n, *self.space.shape)
         start = time.time()
-        with torch.inference_mode():
-            if sampler == "ddpm":
-                x, recorded = ddpm_sample(denoise, self.schedule, shape, gen, self.device, self.space.clip,
-                                          frames=frames, progress=progress)
-            else:
-                x, recorded = ddim_sample(denoise, self.schedule, shape, gen, self.device, self.space.clip,
-                                          steps=steps, eta=eta, frames=frames, progress=progress)
-            images = self.space.decode(x).cpu()
-        return images, recorded, time.time() - start
+        parts, recorded = [], []
+        for first, images, rec in self.batches(n, seed, labels, guidance, sampler, steps, eta, frames, bf16, progress,
+                                               noise, on_frame):
+            parts.append(images)
+            recorded = recorded or rec
+        return torch.cat(parts), recorded, time.time() - start
 
     def __call__(self, n: int = 8, seed: int = 0, type: str | None = None, style: str | None = None,
                  guidance: float = DEFAULT_GUIDANCE, sampler: str = "ddim", steps: int = 50,
@@ -102,19 +137,41 @@ class Pipeline:
         sprite_back) and `species` (a name, a Pokedex number or "random") need a model trained with
         those labels; `fuse` (two species) draws their fusion, `fuse_weight` of the way to the second.
         A style-conditional model draws artworks unless told otherwise."""
-        check_request(n, guidance, sampler, steps, 0.0, self.schedule.T)
+        check_request(n, guidance, sampler, steps, 0.0, self.schedule.T, seed=seed)
         labels, _ = self.labels([type] if type else None, [style] if style else None, n,
                                 [species] if species is not None else None,
                                 [(*fuse, fuse_weight)] if fuse else None, seed)
         images, _, _ = self.generate(n, seed, labels, guidance, sampler, steps)
-        return [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in to_uint8(images)]
+        return to_pil(images)
+
+    def morph_request(self, a: str | int, b: str | int, k: int = 5, seed: int = 0, type: str | None = None,
+                      style: str | None = None) -> tuple[Labels, torch.Tensor]:
+        """The labels and the x_T of a morph (`morph`): k fusions of a and b, weights 0, 1/(k-1), ..., 1,
+        each starting from x_T of the first sample of `seed`."""
+        if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= SAMPLE_BATCH:
+            raise UserError(f"a morph of {k!r} steps: use between 2 and {SAMPLE_BATCH} (its first picture is "
+                            "the first species, its last the second)")
+        check_request(k, DEFAULT_GUIDANCE, "ddim", 1, 0.0, seed=seed)  # the seed (guidance and steps: at sampling)
+        fusions = [(a, b, i / (k - 1)) for i in range(k)]
+        labels, _ = self.labels([type] if type else None, [style] if style else None, 1, fusions=fusions, seed=seed)
+        x_T = torch.randn((1, *self.space.shape), generator=torch.Generator().manual_seed(seed))
+        return labels, x_T.expand(k, *self.space.shape).clone()
+
+    def morph(self, a: str | int, b: str | int, k: int = 5, seed: int = 0, type: str | None = None,
+              style: str | None = None, guidance: float = DEFAULT_GUIDANCE, steps: int = 50) -> list[Image.Image]:
+        """k samples from species a to species b: fusions with the weight 0, 1/(k-1), ..., 1 on b, every
+        one drawn by DDIM from the same x_T (that of the first sample of `seed`), so only the label
+        changes along the row; its ends are `self(n=1, seed=seed, species=a)` and the same for b."""
+        labels, x_T = self.morph_request(a, b, k, seed, type, style)
+        images, _, _ = self.generate(k, seed, labels, guidance, steps=steps, noise=x_T)
+        return to_pil(images)
 
     def reverse_process(self, n: int = 16, seed: int = 0, frames: int = 40, nrow: int = 4, type: str | None = None,
                         style: str | None = None, guidance: float = DEFAULT_GUIDANCE,
                         steps: int = 50, species: str | int | None = None) -> list[np.ndarray]:
         """The reverse process of n samples: `frames` uint8 grids (H x W x 3), each recorded x_t decoded,
         from x_T to x_0 (what `python -m diffusion.sample --gif` writes as reverse.gif)."""
-        check_request(n, guidance, "ddim", steps, 0.0, self.schedule.T)
+        check_request(n, guidance, "ddim", steps, 0.0, self.schedule.T, seed=seed)
         labels, _ = self.labels([type] if type else None, [style] if style else None, n,
                                 [species] if species is not None else None, seed=seed)
         _, recorded, _ = self.generate(n, seed, labels, guidance, steps=steps, frames=frames)
@@ -122,18 +179,35 @@ class Pipeline:
             return [grid_array(self.space.decode(xt).cpu(), nrow=min(nrow, n)) for _, xt in recorded]
 
 
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """Samples in [-1, 1] [N, 3, H, W] as PIL images."""
+    return [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in to_uint8(images)]
+
+
+def save_samples(images: torch.Tensor, out: Path, first: int = 0) -> list[str]:
+    """Samples written as out/0000.png, ... numbered from `first`; their file names."""
+    files = [f"{first + i:04d}.png" for i in range(len(images))]
+    for name, img in zip(files, images):
+        save_image(img, out / name)
+    return files
+
+
 def check_request(n: int, guidance: float, sampler: str, steps: int, eta: float, T: int | None = None,
-                  cli: bool = False) -> None:
+                  cli: bool = False, seed: int | None = None, out: Path | None = None) -> None:
     """The numbers of a sampling request, checked before any work (UserError, a ValueError, naming the fix);
-    the DDIM steps against the schedule's T where it is known. `cli`: name them as the command's flags."""
+    the DDIM steps against the schedule's T where it is known, the seed where given, and where `out`
+    is given, the room for n PNGs on its disk. `cli`: name them as the command's flags."""
     def name(key: str, value) -> str:
         return f"--{key.replace('_', '-')} {value}" if cli else f"{key}={value!r}"
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise UserError(f"{name('n', n)}: the number of samples must be a positive integer")
-    if not math.isfinite(guidance) or guidance < 0:
-        raise UserError(f"{name('guidance', guidance)}: the guidance scale must be a finite number >= 0 "
-                        "(0: unconditional, 1: conditional, above 1: stronger)")
+    if n > MAX_SAMPLES:
+        raise UserError(f"{name('n', n)}: at most {MAX_SAMPLES:,} samples a request (days of sampling on a CPU); "
+                        "ask for fewer, or run several requests with different --seed")
+    if not math.isfinite(guidance) or not 0 <= guidance <= MAX_GUIDANCE:
+        raise UserError(f"{name('guidance', guidance)}: the guidance scale must be a finite number >= 0 and at most "
+                        f"{MAX_GUIDANCE:g} (0: unconditional, 1: conditional, above 1: stronger)")
     if sampler not in ("ddim", "ddpm"):
         raise UserError(f"{name('sampler', sampler)}: use 'ddim' or 'ddpm'")
     if sampler == "ddim" and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1
@@ -141,6 +215,16 @@ def check_request(n: int, guidance: float, sampler: str, steps: int, eta: float,
         raise UserError(f"{name('steps', steps)} must be an integer between 1 and T={T or 'the schedule length'}")
     if not math.isfinite(eta) or not 0 <= eta <= 1:
         raise UserError(f"{name('eta', eta)}: the DDIM eta must lie in [0, 1] (0: deterministic, 1: as noisy as DDPM)")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        raise UserError(f"{name('seed', seed)}: a seed must be an integer from 0 to {MAX_SEED} (2^64 - 1)")
+    if out is not None:
+        folder = Path(out).absolute()
+        while not folder.exists():  # the folder the command would create: its nearest existing parent's disk
+            folder = folder.parent
+        free = shutil.disk_usage(folder).free
+        if n * PNG_BYTES > free:
+            raise UserError(f"{name('n', n)}: {n:,} PNGs take up to {n * PNG_BYTES / 1e6:,.0f} MB and {out} has "
+                            f"{free / 1e6:,.0f} MB free; ask for fewer or pass --out on a larger disk")
 
 
 def read_diffusion(path: str | Path, ae_path: str | None = None) -> dict:

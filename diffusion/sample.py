@@ -11,7 +11,11 @@
 Writes DIR/grid.png (one labelled row per species, type and style asked for), one PNG per sample
 (DIR/0000.png, ...), DIR/labels.csv (each file's Pokedex number, species, type, style, guidance
 and seed) and, with --gif, DIR/reverse.gif: the reverse process x_T -> x_0 for a grid of samples,
-each shown x_t decoded to pixels. The same seed gives the same images.
+each shown x_t decoded to pixels. The same seed gives the same images. A large --n is drawn in
+batches of bounded memory (diffusion/pipeline.py: SAMPLE_BATCH), each written as it is done, and
+grid.png shows the first GRID_MAX; an --n that would not fit on the disk of DIR, or above
+MAX_SAMPLES, is refused before any work, as are a guidance scale above MAX_GUIDANCE and a seed
+outside 0 .. 2^64 - 1.
 
 Without --ckpt: the newest checkpoints/*/diffusion.pt of a training run (your own training wins),
 and when there is none, as in a fresh clone, the shipped release in checkpoints/release/. It
@@ -24,18 +28,22 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 from pathlib import Path
 
+import torch
 from PIL import Image
 from tqdm import tqdm
 
 from diffusion.guidance import DEFAULT_GUIDANCE
 from diffusion.labels import write_labels_csv
-from diffusion.pipeline import check_request, default_checkpoint, load_pipeline
+from diffusion.pipeline import SAMPLE_BATCH, check_request, default_checkpoint, load_pipeline, save_samples
 from diffusion.samplers import ddim_timesteps
 from plumbing.cli import UserError, run_main, user_path
-from plumbing.pictures import grid_array, label_rows, save_gif, save_grid, save_image
+from plumbing.pictures import grid_array, label_rows, save_gif, save_grid
 from plumbing.runs import writable_dir
+
+GRID_MAX = 4096   # samples shown in grid.png (64 x 64 of them); every sample has its own PNG
 
 
 def parse_args(argv: list[str]):
@@ -78,35 +86,43 @@ def main(argv: list[str]) -> None:
     args.ckpt, args.ae, args.out = (str(user_path(a)) if a else a for a in (args.ckpt, args.ae, args.out))
     if args.gif and not 1 <= args.gif_n:
         raise UserError(f"--gif-n {args.gif_n}: the number of samples in the GIF must be positive")
-    check_request(args.n, args.guidance, args.sampler, args.steps, args.eta, cli=True)  # steps: T once loaded
+    # steps: against T once loaded; n: the whole request's samples on the disk once the rows are known
+    check_request(args.n, args.guidance, args.sampler, args.steps, args.eta, cli=True, seed=args.seed, out=args.out)
     if not math.isfinite(args.fuse_weight) or not 0 <= args.fuse_weight <= 1:
         raise UserError(f"--fuse-weight {args.fuse_weight} must lie in [0, 1] (0: the first species, 1: the second)")
     ckpt = Path(args.ckpt) if args.ckpt else default_checkpoint()
     pipe = load_pipeline(ckpt, args.device, args.ae)
     print(f"sampling {ckpt}" + ("" if args.ckpt else " (no --ckpt: the newest run, else the release)"))
     check_request(args.n, args.guidance, args.sampler, args.steps, args.eta, pipe.schedule.T, cli=True)
-    out = writable_dir(args.out)
 
     fusions = [(a, b, args.fuse_weight) for a, b in args.fuse] if args.fuse else None
     labels, rows = pipe.labels(args.types, args.styles, args.n, args.species, fusions, args.seed)
     n = len(labels) if labels is not None else args.n
+    check_request(n, args.guidance, args.sampler, args.steps, args.eta, cli=True, out=args.out)  # every row's
+    out = writable_dir(args.out)
     n_steps = pipe.schedule.T if args.sampler == "ddpm" else len(ddim_timesteps(pipe.schedule.T, args.steps))
-    with tqdm(total=n_steps, desc=f"{args.sampler} sampling", unit="step") as bar:
-        images, recorded, seconds = pipe.generate(n, args.seed, labels, args.guidance, args.sampler, args.steps,
-                                                  args.eta, frames=40 if args.gif else 0, progress=bar)
-    if len(rows) > 1:  # one labelled row per type / style
-        grid = grid_array(images, nrow=args.n)
-        Image.fromarray(label_rows(grid, rows, row_height=images.shape[-2])).save(out / "grid.png")
+    batches = -(-n // SAMPLE_BATCH)
+    kept, files, start = [], [], time.time()  # the grid's samples (GRID_MAX at most) and every file written
+    with tqdm(total=n_steps * batches, desc=f"{args.sampler} sampling" + (f", {batches} batches of {SAMPLE_BATCH}"
+              if batches > 1 else ""), unit="step") as bar:
+        for first, images, rec in pipe.batches(n, args.seed, labels, args.guidance, args.sampler, args.steps,
+                                               args.eta, frames=40 if args.gif else 0, progress=bar):
+            recorded = rec if first == 0 else recorded
+            files += save_samples(images, out, first)
+            kept.append(images[:max(0, GRID_MAX - first)])
+    seconds = time.time() - start
+    grid = torch.cat(kept)
+    if len(rows) > 1 and n <= GRID_MAX:  # one labelled row per type / style
+        Image.fromarray(label_rows(grid_array(grid, nrow=args.n), rows, row_height=grid.shape[-2])).save(out / "grid.png")
     else:
-        save_grid(images, out / "grid.png")
-    files = [f"{i:04d}.png" for i in range(n)]
-    for name, img in zip(files, images):
-        save_image(img, out / name)
+        save_grid(grid, out / "grid.png")
     write_labels_csv(out / "labels.csv", files, labels, pipe.species, args.guidance, args.seed)
     what = "" if labels is None else f", {'; '.join(rows)}, guidance {args.guidance}"
-    print(f"{n} samples ({args.sampler}, {n_steps} steps, seed {args.seed}{what}) in {seconds:.1f}s -> {out}/grid.png")
+    shown = "" if n <= GRID_MAX else f" (the first {GRID_MAX})"
+    print(f"{n} samples ({args.sampler}, {n_steps} steps, seed {args.seed}{what}) in {seconds:.1f}s -> "
+          f"{out}/grid.png{shown}")
     if args.gif:
-        k = min(args.gif_n, n)
+        k = min(args.gif_n, len(recorded[0][1]))
         frames = [grid_array(pipe.space.decode(xt[:k]).cpu(), nrow=min(4, k)) for _, xt in recorded]
         save_gif(frames, out / "reverse.gif")
         print(f"reverse process ({len(frames)} frames) -> {out}/reverse.gif")

@@ -47,11 +47,14 @@ def frame_steps(n_steps: int, frames: int) -> set[int]:
 
 @torch.no_grad()
 def ddpm_sample(denoise: Denoiser, schedule: LinearSchedule, shape: tuple, generator: torch.Generator,
-                device: torch.device, clip: bool, frames: int = 0, progress=None):
-    """Ancestral sampling over all T steps. Returns (x_0 [N, ...], recorded [(t, x_t), ...])."""
+                device: torch.device, clip: bool, frames: int = 0, progress=None, on_frame=None):
+    """Ancestral sampling over all T steps. Returns (x_0 [N, ...], recorded [(t, x_t), ...]);
+    `on_frame(t, x_t)` is called with each recorded x_t as it is made (a page showing the process live)."""
     x = torch.randn(shape, generator=generator).to(device)
     record = frame_steps(schedule.T, frames)
-    recorded = [(schedule.T, x.cpu())] if frames else []
+    recorded = []
+    if frames:
+        _record(recorded, schedule.T, x, on_frame)
     for i, t in enumerate(range(schedule.T - 1, -1, -1)):
         tt = torch.full((shape[0],), t, dtype=torch.long, device=device)
         x0_hat = denoise(x, tt).float()
@@ -61,10 +64,16 @@ def ddpm_sample(denoise: Denoiser, schedule: LinearSchedule, shape: tuple, gener
         noise = torch.randn(shape, generator=generator).to(device)
         x = mean + var.sqrt() * noise if t > 0 else mean  # beta_tilde_0 = 0: last step adds no noise
         if i in record:
-            recorded.append((t, x.cpu()))
+            _record(recorded, t, x, on_frame)
         if progress is not None:
             progress.update(1)
     return x, recorded
+
+
+def _record(recorded: list, t: int, x: torch.Tensor, on_frame) -> None:
+    recorded.append((t, x.cpu()))
+    if on_frame is not None:
+        on_frame(*recorded[-1])
 
 
 def ddim_timesteps(T: int, steps: int) -> list[int]:
@@ -77,8 +86,9 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:
 @torch.no_grad()
 def ddim_sample(denoise: Denoiser, schedule: LinearSchedule, shape: tuple, generator: torch.Generator,
                 device: torch.device, clip: bool, steps: int = 50, eta: float = 0.0, frames: int = 0,
-                progress=None, start: tuple[int, torch.Tensor] | None = None):
-    """DDIM sampling over `steps` steps. Returns (x_0, recorded [(t, x_t), ...]).
+                progress=None, start: tuple[int, torch.Tensor] | None = None, on_frame=None):
+    """DDIM sampling over `steps` steps. Returns (x_0, recorded [(t, x_t), ...]); `on_frame(t, x_t)` as
+    in `ddpm_sample`.
 
     start=(t0, x_t0): begin at step t0 from the given x_t0 (of shape `shape`) instead of drawing
     x_T ~ N(0, I); the `steps` steps then run from t0 down to 0."""
@@ -92,7 +102,9 @@ def ddim_sample(denoise: Denoiser, schedule: LinearSchedule, shape: tuple, gener
         taus = ddim_timesteps(t0 + 1, steps)
         x = x.to(device)
     record = frame_steps(len(taus), frames)
-    recorded = [(taus[0] + 1, x.cpu())] if frames else []
+    recorded = []
+    if frames:
+        _record(recorded, taus[0] + 1, x, on_frame)
     ab = schedule.alpha_bars
     for i, t in enumerate(taus):
         t_prev = taus[i + 1] if i + 1 < len(taus) else -1
@@ -108,7 +120,7 @@ def ddim_sample(denoise: Denoiser, schedule: LinearSchedule, shape: tuple, gener
         if sigma > 0:
             x = x + sigma * torch.randn(shape, generator=generator).to(device)
         if i in record:
-            recorded.append((t_prev + 1 if t_prev >= 0 else 0, x.cpu()))
+            _record(recorded, t_prev + 1 if t_prev >= 0 else 0, x, on_frame)
         if progress is not None:
             progress.update(1)
     return x, recorded

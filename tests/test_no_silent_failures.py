@@ -43,6 +43,10 @@ def _sample(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("flag, value, words", [("--guidance", "nan", "finite number >= 0"),
                                                 ("--guidance", "inf", "finite number >= 0"),
                                                 ("--guidance", "-5", "finite number >= 0"),
+                                                ("--guidance", "1e30", "at most 20"),  # all-black PNGs once
+                                                ("--seed", "1180591620717411303424", "from 0 to 18446744073709551615"),
+                                                ("--seed", "-1", "from 0 to"),
+                                                ("--n", "100000000000", "at most 1,000,000 samples"),
                                                 ("--eta", "nan", "eta must lie in [0, 1]"),
                                                 ("--eta", "3", "eta must lie in [0, 1]"),
                                                 ("--n", "0", "positive integer"),
@@ -51,6 +55,34 @@ def test_sampling_numbers_are_checked_before_any_work(tmp_path, flag, value, wor
     line = _one_line(_sample(tmp_path, flag, value))
     assert words in line
     assert not (tmp_path / "out").exists()
+
+
+def test_an_n_that_does_not_fit_on_the_disk_is_refused_before_any_work(tmp_path, monkeypatch):
+    import shutil
+
+    from diffusion.pipeline import check_request
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
+    with pytest.raises(UserError, match=r"--n 1000: 1,000 PNGs take up to 13 MB and .*folder has 1 MB free"):
+        check_request(1000, 1.0, "ddim", 10, 0.0, cli=True, out=tmp_path / "new" / "folder")
+    check_request(10, 1.0, "ddim", 10, 0.0, cli=True, out=tmp_path / "new" / "folder")  # 130 KB: room
+    assert not (tmp_path / "new").exists()
+
+
+def test_samples_that_decode_to_non_finite_numbers_are_refused_before_anything_is_written(monkeypatch):
+    pipe = load_pipeline(REPO / "checkpoints/release")
+    monkeypatch.setattr(pipe.space, "decode", lambda x: torch.full((len(x), 3, 64, 64), float("nan")))
+    with pytest.raises(UserError, match="not finite numbers; use a smaller guidance scale"):
+        pipe(n=2, steps=1)
+
+
+def test_a_large_n_is_drawn_in_batches_that_give_the_samples_of_one_call():
+    pipe = load_pipeline(REPO / "checkpoints/release")
+    labels, _ = pipe.labels(None, None, 5, seed=3)
+    whole, _, _ = pipe.generate(5, 3, labels, steps=2)
+    parts = list(pipe.batches(5, 3, labels, steps=2, batch=2))
+    assert [first for first, _, _ in parts] == [0, 2, 4]
+    assert torch.allclose(torch.cat([images for _, images, _ in parts]), whole, atol=2e-3)
 
 
 @pytest.mark.parametrize("override, words", [("train.lr=nan", "must be a finite number"),

@@ -1,0 +1,1 @@
+"""The demo page: `python -m demo` (bash scripts/demo.sh) serves demo/page.py on a loaded model."""
