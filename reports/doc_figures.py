@@ -11,6 +11,7 @@ rewrites them; tests/test_doc_figures.py fails when a doc differs from its files
     docs/measurements/sample_sets.csv   the measures of each 256-sample set (reports.metrics), one row a set
     docs/measurements/runs.json         training runs quoted whose run folders are not committed
     docs/measurements/bench_runs.csv    earlier runs of the benchmark on the Intel Xeon (host-speed spread)
+    docs/measurements/timings.json      single figures quoted in prose (notebook, corpus and latent caches)
     docs/measurements/provenance.json   when the next two were measured (they carry no date)
     checkpoints/release/config.json     the shipped model: its runs' metrics (diffusion.release wrote it)
     benchmarks/results/bench.json       the benchmark (python -m benchmarks)
@@ -37,6 +38,7 @@ MEASUREMENTS = Path("docs/measurements")
 SAMPLE_SETS = MEASUREMENTS / "sample_sets.csv"
 RUNS = MEASUREMENTS / "runs.json"
 BENCH_RUNS = MEASUREMENTS / "bench_runs.csv"
+TIMINGS = MEASUREMENTS / "timings.json"
 PROVENANCE = MEASUREMENTS / "provenance.json"
 RELEASE = Path("checkpoints/release/config.json")
 BENCH = Path("benchmarks/results/bench.json")
@@ -56,6 +58,7 @@ class Sources:
         with open(root / SAMPLE_SETS, newline="") as f:
             self.sets = {row["set"]: row for row in csv.DictReader(f)}
         self.runs = json.loads((root / RUNS).read_text())["runs"]
+        self.timings = json.loads((root / TIMINGS).read_text())["figures"]
         self.release = json.loads((root / RELEASE).read_text())
         self.bench = json.loads((root / BENCH).read_text())
         self.latent_vs_pixel = json.loads((root / LATENT_VS_PIXEL).read_text())
@@ -350,10 +353,20 @@ def sample_value(src: Sources, name: str) -> str:
     return format(float(value), ".1%" if percent else VALUE_SPEC.get(column, ".3f"))
 
 
+def timing(src: Sources, name: str) -> str:
+    """A single figure of timings.json with its machine and when: `timing.NAME` in a doc."""
+    if name not in src.timings:
+        raise UserError(f"{TIMINGS} has no figure {name!r}; the figures are {', '.join(sorted(src.timings))}")
+    t = src.timings[name]
+    return f"{t['text']} ({t['machine']}, {t.get('date') or t['provenance']})"
+
+
 def render(text: str, src: Sources, where: str = "") -> str:
     """`text` with every figure between markers rendered from its files."""
     def one(match: re.Match) -> str:
         name = match.group(1)
+        if name.startswith("timing."):
+            return f"<!-- figure: {name} -->{timing(src, name.split('.', 1)[1])}<!-- /figure -->"
         if "." in name:
             return f"<!-- figure: {name} -->{sample_value(src, name)}<!-- /figure -->"
         if name not in FIGURES:
