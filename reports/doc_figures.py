@@ -12,7 +12,7 @@ rewrites them; tests/test_doc_figures.py fails when a doc differs from its files
     docs/measurements/runs.json         training runs quoted whose run folders are not committed
     docs/measurements/bench_runs.csv    earlier runs of the benchmark on the Intel Xeon (host-speed spread)
     docs/measurements/timings.json      single figures quoted in prose (notebook, corpus and latent caches)
-    docs/measurements/provenance.json   when the next two were measured (they carry no date)
+    docs/measurements/provenance.json   when the next three were measured (they carry no date)
     checkpoints/release/config.json     the shipped model: its runs' metrics (diffusion.release wrote it)
     benchmarks/results/bench.json       the benchmark (python -m benchmarks)
     reports/latent_vs_pixel/report.json the latent-against-pixel report (bash scripts/report.sh)
@@ -324,12 +324,32 @@ def bench_steadiness(src: Sources) -> str:
                                    "U-Net step on 16x16x4, ours", "64 DDIM-50 samples"], body) + "\n" + bench_footer(rows)
 
 
+def forward_table(src: Sources) -> str:
+    """x_0 and x_T = the forward process's end against N(0, 1), per channel (reports.ends_in_noise's stats,
+    as the latent-against-pixel report measured them)."""
+    f = src.latent_vs_pixel["forward"]
+    rows = []
+    for space, name in (("pixels", "pixels"), ("latents", "latents")):
+        for ch, before in f[space]["before"].items():
+            after = f[space]["after"][ch]
+            rows.append([name, ch, f"{before['mean']:.3f}", f"{before['std']:.3f}", f"{before['ks_vs_normal']:.3f}",
+                         f"{after['mean']:.3f}", f"{after['std']:.3f}", f"{after['skewness']:.3f}",
+                         f"{after['excess_kurtosis']:.3f}", f"{after['ks_vs_normal']:.4f}"])
+    sp, sl = f["schedule_pixels"], f["schedule_latents"]
+    table = markdown_table(["space", "channel", "x_0 mean", "x_0 std", "x_0 KS to N(0,1)", "x_T mean", "x_T std",
+                            "x_T skew", "x_T ex. kurtosis", "x_T KS"], rows)
+    return (f"\nT = {sp['T']}, beta {sp['beta_start']:g} to {sp['beta_end']:g}: alpha_bar_T = {sp['alpha_bar_T']:.1e}, "
+            f"SNR_T = {sp['snr_T']:.1e}, KL(q(x_T|x_0) || N(0, I)) = {sp['kl_per_dim']:.1e} nats per dimension for the "
+            f"pixels and {sl['kl_per_dim']:.1e} for the latents, over the {f['n_pixels']} training sprites:\n\n{table}\n\n"
+            f"*{LATENT_VS_PIXEL} (the latents: the corpus VAE, the release's; {src.provenance[str(LATENT_VS_PIXEL)]}).*\n")
+
+
 FIGURES: dict[str, Callable[[Sources], str]] = {
     "results-at-a-glance": results_at_a_glance, "long-runs": long_runs, "vae-ldms": vae_ldms, "collapse": collapse,
     "species-guidance": species_guidance, "samplers": samplers, "card-quality": card_quality,
     "release-training": release_training, "release-sampling": release_sampling, "vae-speedup": vae_speedup,
     "vae-bench": vae_bench, "bench-sampling": bench_sampling, "bench-vae-runs": bench_vae_runs,
-    "bench-sampling-runs": bench_sampling_runs, "bench-steadiness": bench_steadiness,
+    "bench-sampling-runs": bench_sampling_runs, "bench-steadiness": bench_steadiness, "forward": forward_table,
 }
 
 
