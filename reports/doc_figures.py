@@ -107,17 +107,14 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def sample_table(src: Sources, columns: list[str], rows: list[tuple], first: str = "samples (256, seed 1, style artwork)") -> str:
-    """A table of sample sets: rows (label, set name[, extra cells before the measures])."""
-    extra_header = []
-    if rows and len(rows[0]) > 2:
-        extra_header = rows[0][2]
-        rows = rows[1:]
-    body = []
-    for label, name, *extra in rows:
-        row = src.sample_set(name)
-        body.append([label, *(extra[0] if extra else []), *(COLUMNS[c][1](row) for c in columns)])
-    return "\n" + markdown_table([first, *extra_header, *(COLUMNS[c][0] for c in columns)], body) + "\n"
+def sample_table(src: Sources, header: list[str], columns: list[str], rows: list[tuple], more: str = "") -> str:
+    """A table of sample sets and the line naming its sources. `rows`: (label, set name[, extra cells]);
+    `header`: the headers of the label and the extra cells, then COLUMNS' of the measures."""
+    body = [[label, *(extra[0] if extra else []), *(COLUMNS[c][1](src.sample_set(name)) for c in columns)]
+            for label, name, *extra in rows]
+    table = markdown_table([*header, *(COLUMNS[c][0] for c in columns)], body)
+    names = [r[1] for r in rows]
+    return f"\n{table}\n\n*{SAMPLE_SETS}: {', '.join(names)}; measured on {machines(src, names)}.{more}*\n"
 
 
 def machines(src: Sources, names: list[str]) -> str:
@@ -132,18 +129,15 @@ def machines(src: Sources, names: list[str]) -> str:
     return "; ".join(f"{m} ({', '.join(w)})" for m, w in seen.items())
 
 
-def with_source(src: Sources, table: str, names: list[str], more: str = "") -> str:
-    """The table with a line naming the rows' sets, their machine and when they were measured."""
-    return table + f"\n*{SAMPLE_SETS}: {', '.join(names)}; measured on {machines(src, names)}.{more}*\n"
-
-
 # ---- the figures
+
+SETS = "samples (256, seed 1, style artwork)"
+
 
 def results_at_a_glance(src: Sources) -> str:
     sl, ft, long_c, long_a, early = (src.runs["species-long"], release_ldm(src), src.runs["long-corpus"],
                                      src.runs["long-artworks"], src.runs["earlier-release-ft"])
-    rows = [("model", "", ["training"]),
-            ("**the shipped weights** (species, type, style)", "release-g1",
+    rows = [("**the shipped weights** (species, type, style)", "release-g1",
              [f"VAE 10 min; LDM {sl['minutes']} min on artworks + corpus, then {ft['minutes']:.1f} min on artworks"]),
             ("the earlier release (type and style)", "earlier-release-g1",
              [f"VAE 10 min; LDM {long_c['minutes']:.0f} min on artworks + corpus, then {early['minutes']} min on artworks"]),
@@ -153,9 +147,7 @@ def results_at_a_glance(src: Sources) -> str:
              [f"VAE 10 min; LDM {long_a['minutes']:.0f} min on artworks ({long_a['steps']:,} steps)"]),
             ("the quick start (`run_all.sh`)", "quick-start", ["VAE 10 min on artworks + corpus; LDM 15 min on artworks"]),
             ("held-out artworks (real)", "real-artworks", [""])]
-    names = [r[1] for r in rows[1:]]
-    table = sample_table(src, ["species", "recognised", "frechet", "pr", "c2st", "memorised"], rows, "model")
-    return with_source(src, table, names)
+    return sample_table(src, ["model", "training"], ["species", "recognised", "frechet", "pr", "c2st", "memorised"], rows)
 
 
 def long_runs(src: Sources) -> str:
@@ -165,63 +157,55 @@ def long_runs(src: Sources) -> str:
             ("the earlier release: the long corpus run + 15 min on the artworks", "earlier-release-g1"),
             ("the long artwork-only run", "long-artworks"),
             ("held-out artworks (real)", "real-artworks")]
-    table = sample_table(src, ["recognised", "mean_top_p", "frechet", "pr", "c2st", "swd", "memorised"], rows)
-    return with_source(src, table, [r[1] for r in rows])
+    return sample_table(src, [SETS], ["recognised", "mean_top_p", "frechet", "pr", "c2st", "swd", "memorised"], rows)
 
 
 def vae_ldms(src: Sources) -> str:
     """The corpus VAE (the release's) against the artwork VAE, and the 15-minute LDM on each."""
     art, art_ldm, ae = src.runs["artwork-vae"], src.runs["quick-start-artwork-vae"], src.release["ae"]
     quick = src.latent_vs_pixel["runs"]["latent"]["metrics"]
-    rows = [("VAE", "", ["VAE steps (img/s)", "held-out artwork PSNR", "latent scale", "LDM steps"]),
-            ("artworks only", "quick-start-artwork-vae",
+    rows = [("artworks only", "quick-start-artwork-vae",
              [f"{art['steps']:,} ({art['img_per_s']})", f"{art['psnr_db']:.2f} dB", f"{art['latent_scale']:.3f}",
               f"{art_ldm['steps']:,}"]),
             ("mixture (the default)", "quick-start",
              [f"{ae['metrics']['steps']:,} ({ae['metrics']['train_img_per_s']})", f"{ae['metrics']['psnr_db']:.2f} dB",
               f"{ae['latent']['scale']:.3f}", f"{quick['steps']:,}"]),
             ("held-out artworks (real)", "real-artworks", ["", "", "", ""])]
-    table = sample_table(src, ["recognised", "frechet", "pr", "c2st", "swd", "pixel_pr"], rows, "VAE")
-    return with_source(src, table, [r[1] for r in rows[1:]],
-                       f" The VAEs and LDM steps: {RUNS}, {RELEASE} (the mixture VAE is the release's), "
-                       f"{LATENT_VS_PIXEL} (the quick start's LDM).")
+    return sample_table(src, ["VAE", "VAE steps (img/s)", "held-out artwork PSNR", "latent scale", "LDM steps"],
+                        ["recognised", "frechet", "pr", "c2st", "swd", "pixel_pr"], rows,
+                        f" The VAEs and LDM steps: {RUNS}, {RELEASE} (the mixture VAE is the release's), "
+                        f"{LATENT_VS_PIXEL} (the quick start's LDM).")
 
 
 def collapse(src: Sources) -> str:
     rows = [("long corpus run, collapsed", "long-corpus-collapsed"),
             ("fine-tuned from it, 3,600 steps", "collapsed-finetuned"),
             ("held-out artworks, blurred (reference)", "blurred-artworks")]
-    table = sample_table(src, ["recognised", "mean_top_p", "frechet", "pr", "c2st", "swd", "memorised"], rows)
-    return with_source(src, table, [r[1] for r in rows])
+    return sample_table(src, [SETS], ["recognised", "mean_top_p", "frechet", "pr", "c2st", "swd", "memorised"], rows)
 
 
 def species_guidance(src: Sources) -> str:
-    rows = [("model", "", ["guidance"])]
-    for g in (0, 1, 2, 3, 5):
-        rows.append(("species, 100 min", f"species-long-g{g}", [f"{g}{' (unconditional)' if g == 0 else ''}"]))
+    rows = [("species, 100 min", f"species-long-g{g}", [f"{g}{' (unconditional)' if g == 0 else ''}"])
+            for g in (0, 1, 2, 3, 5)]
     rows += [("**species, + 15 min on the artworks (the release)**", "release-g1", ["**1**"]),
              ("species, + 15 min on the artworks", "release-g2", ["2"])]
-    for g in (0, 1, 2, 3, 5):
-        rows.append(("type and style (the earlier release)", f"earlier-release-g{g}", [str(g)]))
+    rows += [("type and style (the earlier release)", f"earlier-release-g{g}", [str(g)]) for g in (0, 1, 2, 3, 5)]
     rows += [("the long corpus run (type and style, 100 min)", "long-corpus-g1", ["1"]),
              ("held-out artworks (real)", "real-artworks", [""])]
-    table = sample_table(src, ["species_top", "recognised", "frechet", "pr", "c2st", "swd"], rows, "model")
-    return with_source(src, table, [r[1] for r in rows[1:]])
+    return sample_table(src, ["model", "guidance"], ["species_top", "recognised", "frechet", "pr", "c2st", "swd"], rows)
 
 
 def samplers(src: Sources) -> str:
-    rows = [("sampler", "", []), ("DDIM-50, eta 0 (the default)", "release-g1"), ("DDIM-100, eta 1", "release-ddim100-eta1"),
+    rows = [("DDIM-50, eta 0 (the default)", "release-g1"), ("DDIM-100, eta 1", "release-ddim100-eta1"),
             ("DDPM-1000 (ancestral)", "release-ddpm1000")]
-    table = sample_table(src, ["seconds", "species_top", "recognised", "frechet", "pr", "c2st", "swd"], rows, "sampler")
-    return with_source(src, table, [r[1] for r in rows[1:]])
+    return sample_table(src, ["sampler"], ["seconds", "species_top", "recognised", "frechet", "pr", "c2st", "swd"], rows)
 
 
 def card_quality(src: Sources) -> str:
     rows = [("these samples, guidance 1 (the default)", "release-g1"), ("these samples, guidance 2", "release-g2"),
             ("the earlier release (type and style, no species), guidance 1", "earlier-release-g1"),
             ("held-out artworks (real)", "real-artworks")]
-    table = sample_table(src, ["species_top", "recognised", "frechet", "pr", "c2st", "swd", "memorised"], rows, "set")
-    return with_source(src, table, [r[1] for r in rows])
+    return sample_table(src, ["set"], ["species_top", "recognised", "frechet", "pr", "c2st", "swd", "memorised"], rows)
 
 
 def release_ldm(src: Sources) -> dict:
@@ -446,7 +430,7 @@ def record_sample_set(name: str, metrics_path: Path, model: str, sampler: str, r
 
 
 def read_labels(folder: Path) -> dict:
-    """guidance, sampler and n of a samples folder from its labels.csv (diffusion.sample wrote it)."""
+    """The guidance and the number of samples of a samples folder, from its labels.csv (diffusion.sample wrote it)."""
     path = folder / "labels.csv"
     if not path.is_file():
         return {}
