@@ -392,7 +392,11 @@ def render(text: str, src: Sources, where: str = "") -> str:
             raise UserError(f"{where}: unknown figure {name!r}; the figures are {', '.join(sorted(FIGURES))} "
                             "or SET.COLUMN of a sample set")
         return f"<!-- figure: {name} -->{FIGURES[name](src)}<!-- /figure -->"
-    return MARKER.sub(one, text)
+    rendered, n = MARKER.subn(one, text)
+    if n != text.count("<!-- figure:") or n != text.count("<!-- /figure -->"):
+        raise UserError(f"{where}: a figure marker without its pair (each `<!-- figure: NAME -->` needs its "
+                        "`<!-- /figure -->`, and no figure may hold another); fix the markers")
+    return rendered
 
 
 def stale_docs(root: Path = REPO) -> dict[Path, str]:

@@ -78,6 +78,9 @@ def test_an_unknown_figure_is_a_user_error(tmp_path):
     doc.write_text("<!-- figure: no-such-set.frechet --><!-- /figure -->")
     with pytest.raises(UserError, match="no-such-set"):
         figs.stale_docs(tmp_path)
+    doc.write_text("<!-- figure: release-g1.frechet -->25.0 and <!-- figure: release-g1.c2st -->0.66<!-- /figure -->")
+    with pytest.raises(UserError, match="without its pair"):
+        figs.stale_docs(tmp_path)
 
 
 def test_record_a_sample_set(tmp_path):
