@@ -1,0 +1,472 @@
+"""The docs' numbers, rendered from committed measurement files.
+
+A table or figure of README.md, docs/*.md or checkpoints/release/MODEL_CARD.md that quotes a
+measurement stands between two markers,
+
+    <!-- figure: NAME -->...<!-- /figure -->
+
+and what is between them is FIGURES[NAME] rendered from its files (`python -m reports.docs_tables`
+rewrites them; tests/test_doc_figures.py fails when a doc differs from its files). The files:
+
+    docs/measurements/sample_sets.csv   the measures of each 256-sample set (reports.metrics), one row a set
+    docs/measurements/runs.json         training runs quoted whose run folders are not committed
+    docs/measurements/bench_runs.csv    earlier runs of the benchmark on the Intel Xeon (host-speed spread)
+    docs/measurements/timings.json      single figures quoted in prose (notebook, corpus and latent caches)
+    docs/measurements/provenance.json   when the next three were measured (they carry no date)
+    checkpoints/release/config.json     the shipped model: its runs' metrics (diffusion.release wrote it)
+    benchmarks/results/bench.json       the benchmark (python -m benchmarks)
+    reports/latent_vs_pixel/report.json the latent-against-pixel report (bash scripts/report.sh)
+
+Every row and file names its machine (CPU model, cores) and a date or the commit that recorded it.
+`record_sample_set` adds the measures of a reports.metrics run to sample_sets.csv.
+"""
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import os
+import re
+from pathlib import Path
+from typing import Callable
+
+from plumbing.cli import UserError
+from plumbing.device import cpu_model
+
+REPO = Path(__file__).resolve().parent.parent
+MEASUREMENTS = Path("docs/measurements")
+SAMPLE_SETS = MEASUREMENTS / "sample_sets.csv"
+RUNS = MEASUREMENTS / "runs.json"
+BENCH_RUNS = MEASUREMENTS / "bench_runs.csv"
+TIMINGS = MEASUREMENTS / "timings.json"
+PROVENANCE = MEASUREMENTS / "provenance.json"
+RELEASE = Path("checkpoints/release/config.json")
+BENCH = Path("benchmarks/results/bench.json")
+LATENT_VS_PIXEL = Path("reports/latent_vs_pixel/report.json")
+DOCS = ("README.md", "docs/*.md", "checkpoints/release/MODEL_CARD.md")
+MARKER = re.compile(r"<!-- figure: ([\w.%-]+) -->(.*?)<!-- /figure -->", re.S)
+FIELDS = ["set", "model", "guidance", "sampler", "n", "species_top5", "species_top1", "recognised", "mean_top_p",
+          "frechet", "precision", "recall", "c2st", "swd", "pixel_precision", "pixel_recall", "memorised",
+          "sample_seconds", "machine", "date", "provenance"]
+
+
+class Sources:
+    """The measurement files of a checkout, read once."""
+
+    def __init__(self, root: Path = REPO):
+        self.root = root
+        with open(root / SAMPLE_SETS, newline="") as f:
+            self.sets = {row["set"]: row for row in csv.DictReader(f)}
+        self.runs = json.loads((root / RUNS).read_text())["runs"]
+        self.timings = json.loads((root / TIMINGS).read_text())["figures"]
+        self.release = json.loads((root / RELEASE).read_text())
+        self.bench = json.loads((root / BENCH).read_text())
+        self.latent_vs_pixel = json.loads((root / LATENT_VS_PIXEL).read_text())
+        with open(root / BENCH_RUNS, newline="") as f:
+            self.bench_runs = list(csv.DictReader(f))
+        self.provenance = json.loads((root / PROVENANCE).read_text())
+
+    def sample_set(self, name: str) -> dict:
+        if name not in self.sets:
+            raise UserError(f"sample set {name!r} is not in {SAMPLE_SETS}; record it with "
+                            f"python -m reports.docs_tables --record {name} METRICS_JSON")
+        return self.sets[name]
+
+
+# ---- the columns of the sample-set tables: (header, the cell of a row of sample_sets.csv)
+
+def number(key: str, spec: str) -> Callable[[dict], str]:
+    return lambda row: "" if row[key] == "" else format(float(row[key]), spec)
+
+
+def pair(a: str, b: str, spec: str) -> Callable[[dict], str]:
+    return lambda row: "" if row[a] == "" else f"{float(row[a]):{spec}} / {float(row[b]):{spec}}"
+
+
+def species_cell(row: dict) -> str:
+    return "" if row["species_top5"] == "" else f"{float(row['species_top5']):.3f} ({float(row['species_top1']):.3f})"
+
+
+COLUMNS = {
+    "species": ("species", number("species_top5", ".3f")),
+    "species_top": ("species in top 5 (top 1)", species_cell),
+    "recognised": ("recognised", number("recognised", ".3f")),
+    "mean_top_p": ("mean top p", number("mean_top_p", ".3f")),
+    "frechet": ("Frechet (PokeNet)", number("frechet", ".1f")),
+    "pr": ("precision / recall", pair("precision", "recall", ".2f")),
+    "c2st": ("C2ST", number("c2st", ".2f")),
+    "swd": ("SWD", number("swd", ".1f")),
+    "pixel_pr": ("pixel precision / recall", pair("pixel_precision", "pixel_recall", ".2f")),
+    "memorised": ("memorised (all sources)", number("memorised", ".0%")),
+    "seconds": ("seconds", number("sample_seconds", ".0f")),
+}
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def sample_table(src: Sources, header: list[str], columns: list[str], rows: list[tuple], more: str = "") -> str:
+    """A table of sample sets and the line naming its sources. `rows`: (label, set name[, extra cells]);
+    `header`: the headers of the label and the extra cells, then COLUMNS' of the measures."""
+    body = [[label, *(extra[0] if extra else []), *(COLUMNS[c][1](src.sample_set(name)) for c in columns)]
+            for label, name, *extra in rows]
+    table = markdown_table([*header, *(COLUMNS[c][0] for c in columns)], body)
+    names = [r[1] for r in rows]
+    return f"\n{table}\n\n*{SAMPLE_SETS}: {', '.join(names)}; measured on {machines(src, names)}.{more}*\n"
+
+
+def machines(src: Sources, names: list[str]) -> str:
+    """Where and when the sets were measured, one clause per machine."""
+    seen: dict[str, list[str]] = {}
+    for n in names:
+        row = src.sample_set(n)
+        when = row["date"] or row["provenance"]
+        seen.setdefault(row["machine"], [])
+        if when not in seen[row["machine"]]:
+            seen[row["machine"]].append(when)
+    return "; ".join(f"{m} ({', '.join(w)})" for m, w in seen.items())
+
+
+# ---- the figures
+
+SETS = "samples (256, seed 1, style artwork)"
+
+
+def results_at_a_glance(src: Sources) -> str:
+    sl, ft, long_c, long_a, early = (src.runs["species-long"], release_ldm(src), src.runs["long-corpus"],
+                                     src.runs["long-artworks"], src.runs["earlier-release-ft"])
+    rows = [("**the shipped weights** (species, type, style)", "release-g1",
+             [f"VAE 10 min; LDM {sl['minutes']} min on artworks + corpus, then {ft['minutes']:.1f} min on artworks"]),
+            ("the earlier release (type and style)", "earlier-release-g1",
+             [f"VAE 10 min; LDM {long_c['minutes']:.0f} min on artworks + corpus, then {early['minutes']} min on artworks"]),
+            ("the long corpus run (type, style)", "long-corpus-g1",
+             [f"VAE 10 min; LDM {long_c['minutes']:.0f} min on artworks + corpus ({long_c['steps']:,} steps)"]),
+            ("the same 100 min on the artworks alone", "long-artworks",
+             [f"VAE 10 min; LDM {long_a['minutes']:.0f} min on artworks ({long_a['steps']:,} steps)"]),
+            ("the quick start (`run_all.sh`)", "quick-start", ["VAE 10 min on artworks + corpus; LDM 15 min on artworks"]),
+            ("held-out artworks (real)", "real-artworks", [""])]
+    return sample_table(src, ["model", "training"], ["species", "recognised", "frechet", "pr", "c2st", "memorised"], rows)
+
+
+def long_runs(src: Sources) -> str:
+    rows = [("the quick start: 15 min from scratch on the artworks (unconditional)", "quick-start"),
+            ("the long corpus run, guidance 1", "long-corpus-g1"),
+            ("the long corpus run, guidance 3", "long-corpus-g3"),
+            ("the earlier release: the long corpus run + 15 min on the artworks", "earlier-release-g1"),
+            ("the long artwork-only run", "long-artworks"),
+            ("held-out artworks (real)", "real-artworks")]
+    return sample_table(src, [SETS], ["recognised", "mean_top_p", "frechet", "pr", "c2st", "swd", "memorised"], rows)
+
+
+def vae_ldms(src: Sources) -> str:
+    """The corpus VAE (the release's) against the artwork VAE, and the 15-minute LDM on each."""
+    art, art_ldm, ae = src.runs["artwork-vae"], src.runs["quick-start-artwork-vae"], src.release["ae"]
+    quick = src.latent_vs_pixel["runs"]["latent"]["metrics"]
+    rows = [("artworks only", "quick-start-artwork-vae",
+             [f"{art['steps']:,} ({art['img_per_s']})", f"{art['psnr_db']:.2f} dB", f"{art['latent_scale']:.3f}",
+              f"{art_ldm['steps']:,}"]),
+            ("mixture (the default)", "quick-start",
+             [f"{ae['metrics']['steps']:,} ({ae['metrics']['train_img_per_s']})", f"{ae['metrics']['psnr_db']:.2f} dB",
+              f"{ae['latent']['scale']:.3f}", f"{quick['steps']:,}"]),
+            ("held-out artworks (real)", "real-artworks", ["", "", "", ""])]
+    return sample_table(src, ["VAE", "VAE steps (img/s)", "held-out artwork PSNR", "latent scale", "LDM steps"],
+                        ["recognised", "frechet", "pr", "c2st", "swd", "pixel_pr"], rows,
+                        f" The VAEs and LDM steps: {RUNS}, {RELEASE} (the mixture VAE is the release's), "
+                        f"{LATENT_VS_PIXEL} (the quick start's LDM).")
+
+
+def collapse(src: Sources) -> str:
+    rows = [("long corpus run, collapsed", "long-corpus-collapsed"),
+            ("fine-tuned from it, 3,600 steps", "collapsed-finetuned"),
+            ("held-out artworks, blurred (reference)", "blurred-artworks")]
+    return sample_table(src, [SETS], ["recognised", "mean_top_p", "frechet", "pr", "c2st", "swd", "memorised"], rows)
+
+
+def species_guidance(src: Sources) -> str:
+    rows = [("species, 100 min", f"species-long-g{g}", [f"{g}{' (unconditional)' if g == 0 else ''}"])
+            for g in (0, 1, 2, 3, 5)]
+    rows += [("**species, + 15 min on the artworks (the release)**", "release-g1", ["**1**"]),
+             ("species, + 15 min on the artworks", "release-g2", ["2"])]
+    rows += [("type and style (the earlier release)", f"earlier-release-g{g}", [str(g)]) for g in (0, 1, 2, 3, 5)]
+    rows += [("the long corpus run (type and style, 100 min)", "long-corpus-g1", ["1"]),
+             ("held-out artworks (real)", "real-artworks", [""])]
+    return sample_table(src, ["model", "guidance"], ["species_top", "recognised", "frechet", "pr", "c2st", "swd"], rows)
+
+
+def samplers(src: Sources) -> str:
+    rows = [("DDIM-50, eta 0 (the default)", "release-g1"), ("DDIM-100, eta 1", "release-ddim100-eta1"),
+            ("DDPM-1000 (ancestral)", "release-ddpm1000")]
+    return sample_table(src, ["sampler"], ["seconds", "species_top", "recognised", "frechet", "pr", "c2st", "swd"], rows)
+
+
+def card_quality(src: Sources) -> str:
+    rows = [("these samples, guidance 1 (the default)", "release-g1"), ("these samples, guidance 2", "release-g2"),
+            ("the earlier release (type and style, no species), guidance 1", "earlier-release-g1"),
+            ("held-out artworks (real)", "real-artworks")]
+    return sample_table(src, ["set"], ["species_top", "recognised", "frechet", "pr", "c2st", "swd", "memorised"], rows)
+
+
+def release_ldm(src: Sources) -> dict:
+    """The shipped LDM's fine-tuning as its run recorded it (checkpoints/release/config.json)."""
+    m = src.release["ldm"]["metrics"]
+    return {"minutes": m["train_seconds"] / 60, "img_per_s": m["train_img_per_s"], "steps": m["steps"],
+            "sample_seconds": m["sample_seconds_64_ddim50"], "machine": f"{m['machine']['cpu']}, {m['machine']['cores']} cores"}
+
+
+def release_training(src: Sources) -> str:
+    sl, ft = src.runs["species-long"], release_ldm(src)
+    return (f"{sl['steps']:,} steps in {sl['minutes']} min at {sl['img_per_s']} img/s (cores shared), then "
+            f"{ft['steps']:,} steps in {ft['minutes']:.1f} min at {ft['img_per_s']} img/s on an {ft['machine']} "
+            f"({RUNS}, {RELEASE})")
+
+
+def release_sampling(src: Sources) -> str:
+    ft = release_ldm(src)
+    return (f"{ft['sample_seconds']} s on an {ft['machine']} (measured by its fine-tuning run at its end, "
+            f"{src.provenance[str(RELEASE)]}; {RELEASE}, `ldm.metrics.sample_seconds_64_ddim50`)")
+
+
+def bench_machine(src: Sources) -> str:
+    m = src.bench["results"]["machine"]
+    return f"{m['cpu']}, {m['cores']} cores, fp32 matmul {m['matmul']['fp32']['gflop_per_s']:.0f} GFLOP/s"
+
+
+def vae_speedup(src: Sources) -> str:
+    ae = src.bench["results"]["ae"]
+    return f"{ae['speedup']:.2f}x ({bench_machine(src)}; {BENCH}, {src.provenance[str(BENCH)]})"
+
+
+def vae_bench(src: Sources) -> str:
+    ae = src.bench["results"]["ae"]["models"]
+    rows = []
+    for m in ae.values():
+        lay = m["layouts"]
+        rows.append([m["name"], f"{m['params_M']:.2f}M", f"{lay['NCHW']['img_per_s']:.1f}", f"{lay['NHWC']['img_per_s']:.1f}",
+                     f"{m['gflop_per_step']:.1f}", f"{m['gflop_per_s']:.0f}", f"{m['peak_rss_mb']:.0f} MB"])
+    table = markdown_table(["model", "params", "img/s NCHW", "img/s NHWC", "GFLOP per step", "achieved GFLOP/s",
+                            "peak RSS"], rows)
+    return f"\n{table}\n\n*{BENCH} ({bench_machine(src)}; {src.provenance[str(BENCH)]}).*\n"
+
+
+def bench_sampling(src: Sources) -> str:
+    s = src.bench["results"]["sampling"]
+    return (f"{s['ddim']['seconds']:.2f} s for DDIM-50 and {s['ddpm']['seconds']:.0f} s for DDPM-1000 "
+            f"({bench_machine(src)}; {BENCH}, {src.provenance[str(BENCH)]})")
+
+
+def bench_runs(src: Sources) -> list[dict]:
+    """Every benchmark run on the Intel Xeon: the earlier ones (bench_runs.csv), then bench.json's."""
+    r = src.bench["results"]
+    ours, theirs = r["ae"]["models"]["pokediffusion"], r["ae"]["models"]["diffusers"]
+    fp32 = r["machine"]["matmul"]["fp32"]["gflop_per_s"]
+    latest = {"run": f"{fp32:.0f} GFLOP/s", "fp32_gflops": fp32,
+              "bf16_ratio": r["machine"]["matmul"]["bf16"]["gflop_per_s"] / fp32, "bench_minutes": src.bench["elapsed_s"] / 60,
+              "vae_img_s": ours["img_per_s"], "vae_diffusers_img_s": theirs["img_per_s"], "vae_gflops": ours["gflop_per_s"],
+              "vae_diffusers_gflops": theirs["gflop_per_s"], "vae_speedup": r["ae"]["speedup"],
+              "vae_peak_rss_mb": ours["peak_rss_mb"],
+              "unet_latent_img_s": r["unet"]["inputs"]["latent"]["models"]["pokediffusion"]["img_per_s"],
+              "ddim50_s": r["sampling"]["ddim"]["seconds"], "ddpm_s": r["sampling"]["ddpm"]["seconds"],
+              "machine": f"{r['machine']['cpu']}, {r['machine']['cores']} cores",
+              "provenance": f"{BENCH}, {src.provenance[str(BENCH)]}"}
+    return [*src.bench_runs, latest]
+
+
+def bench_cell(row: dict, key: str, spec: str, suffix: str = "") -> str:
+    return "" if row[key] in ("", None) else format(float(row[key]), spec) + suffix
+
+
+def bench_footer(rows: list[dict]) -> str:
+    return "\n*" + "; ".join(f"{r['run']}: {r['machine']}, {r['provenance']}" for r in rows) + f"; {BENCH_RUNS}.*\n"
+
+
+def bench_vae_runs(src: Sources) -> str:
+    rows = bench_runs(src)
+    body = [[r["run"], bench_cell(r, "vae_img_s", ".1f"), bench_cell(r, "vae_diffusers_img_s", ".1f"),
+             f"{bench_cell(r, 'vae_gflops', '.0f')} / {bench_cell(r, 'vae_diffusers_gflops', '.0f')}".strip(" /"),
+             bench_cell(r, "vae_speedup", ".2f", "x"), bench_cell(r, "vae_peak_rss_mb", ".0f", " MB")] for r in rows]
+    return "\n" + markdown_table(["run (fp32 matmul)", "ours img/s", "diffusers img/s", "ours / diffusers GFLOP/s",
+                                   "speed-up", "peak memory, AE training"], body) + "\n" + bench_footer(rows)
+
+
+def bench_sampling_runs(src: Sources) -> str:
+    rows = bench_runs(src)
+    ft = release_ldm(src)
+    body = [[f"{ft['machine']}: the release's fine-tuning run at its end ({RELEASE})", f"{ft['sample_seconds']:.2f} s", ""]]
+    body += [[f"{r['machine']}, {r['run']} run", bench_cell(r, "ddim50_s", ".2f", " s"), bench_cell(r, "ddpm_s", ".1f", " s")]
+             for r in rows]
+    return "\n" + markdown_table(["CPU", "DDIM-50", "DDPM, 1000 steps"], body) + "\n" + bench_footer(rows)
+
+
+def bench_steadiness(src: Sources) -> str:
+    rows = bench_runs(src)
+    body = [[r["run"], bench_cell(r, "bf16_ratio", ".2f", "x fp32"), bench_cell(r, "bench_minutes", ".1f", " min"),
+             bench_cell(r, "vae_img_s", ".1f", " img/s"), bench_cell(r, "unet_latent_img_s", ".1f", " img/s"),
+             bench_cell(r, "ddim50_s", ".2f", " s")] for r in rows]
+    return "\n" + markdown_table(["run (fp32 matmul)", "bf16 matmul", "whole benchmark", "VAE step, ours",
+                                   "U-Net step on 16x16x4, ours", "64 DDIM-50 samples"], body) + "\n" + bench_footer(rows)
+
+
+def latent_vs_pixel_cost(src: Sources) -> str:
+    """The latent model's cost against the pixel model's, as the latent-against-pixel report measured it."""
+    runs, cost = src.latent_vs_pixel["runs"], src.latent_vs_pixel["cost"]
+    lat, pix, tot = (runs[k]["metrics"] for k in ("latent", "pixel", "pixel_total"))
+    ddim, ddpm = (cost["pixel"][f"{k}_seconds"] / cost["latent"][f"{k}_seconds"] for k in ("ddim", "ddpm"))
+    low, high = sorted((ddim, ddpm))
+    m = lat["machine"]
+    return (f"{lat['train_img_per_s'] / pix['train_img_per_s']:.1f} times the pixel model's training throughput "
+            f"({lat['train_img_per_s']} against {pix['train_img_per_s']} img/s: {lat['steps']:,} optimiser steps against "
+            f"{pix['steps']:,} in {lat['train_seconds'] / 60:.0f} minutes on an {m['cpu']}, {m['cores']} cores) and "
+            f"{low:.0f}-{high:.0f} times faster sampling, and even a pixel model given the VAE's 10 minutes as well "
+            f"({tot['steps']:,} steps, equal total compute)")
+
+
+def forward_table(src: Sources) -> str:
+    """x_0 and x_T = the forward process's end against N(0, 1), per channel (reports.ends_in_noise's stats,
+    as the latent-against-pixel report measured them)."""
+    f = src.latent_vs_pixel["forward"]
+    rows = []
+    for space, name in (("pixels", "pixels"), ("latents", "latents")):
+        for ch, before in f[space]["before"].items():
+            after = f[space]["after"][ch]
+            rows.append([name, ch, f"{before['mean']:.3f}", f"{before['std']:.3f}", f"{before['ks_vs_normal']:.3f}",
+                         f"{after['mean']:.3f}", f"{after['std']:.3f}", f"{after['skewness']:.3f}",
+                         f"{after['excess_kurtosis']:.3f}", f"{after['ks_vs_normal']:.4f}"])
+    sp, sl = f["schedule_pixels"], f["schedule_latents"]
+    table = markdown_table(["space", "channel", "x_0 mean", "x_0 std", "x_0 KS to N(0,1)", "x_T mean", "x_T std",
+                            "x_T skew", "x_T ex. kurtosis", "x_T KS"], rows)
+    return (f"\nT = {sp['T']}, beta {sp['beta_start']:g} to {sp['beta_end']:g}: alpha_bar_T = {sp['alpha_bar_T']:.1e}, "
+            f"SNR_T = {sp['snr_T']:.1e}, KL(q(x_T|x_0) || N(0, I)) = {sp['kl_per_dim']:.1e} nats per dimension for the "
+            f"pixels and {sl['kl_per_dim']:.1e} for the latents, over the {f['n_pixels']} training sprites:\n\n{table}\n\n"
+            f"*{LATENT_VS_PIXEL} (the latents: the corpus VAE, the release's; {src.provenance[str(LATENT_VS_PIXEL)]}).*\n")
+
+
+FIGURES: dict[str, Callable[[Sources], str]] = {
+    "results-at-a-glance": results_at_a_glance, "long-runs": long_runs, "vae-ldms": vae_ldms, "collapse": collapse,
+    "species-guidance": species_guidance, "samplers": samplers, "card-quality": card_quality,
+    "release-training": release_training, "release-sampling": release_sampling, "vae-speedup": vae_speedup,
+    "vae-bench": vae_bench, "bench-sampling": bench_sampling, "bench-vae-runs": bench_vae_runs,
+    "bench-sampling-runs": bench_sampling_runs, "bench-steadiness": bench_steadiness, "forward": forward_table,
+    "latent-vs-pixel-cost": latent_vs_pixel_cost,
+}
+
+
+# ---- the docs
+
+def doc_files(root: Path = REPO) -> list[Path]:
+    return sorted({p for pattern in DOCS for p in root.glob(pattern)})
+
+
+VALUE_SPEC = {"frechet": ".1f", "swd": ".1f", "precision": ".2f", "recall": ".2f", "c2st": ".2f",
+              "pixel_precision": ".2f", "pixel_recall": ".2f"}  # the rest: 3 decimals
+
+
+def sample_value(src: Sources, name: str) -> str:
+    """One measure of a sample set quoted in prose: `SET.COLUMN` as in sample_sets.csv, `SET.COLUMN.%`
+    as a percentage (0.105 -> 10.5%)."""
+    set_name, column, *percent = name.split(".")
+    value = src.sample_set(set_name).get(column)
+    if value in (None, ""):
+        raise UserError(f"{SAMPLE_SETS} has no {column!r} for {set_name!r}; fix the figure {name!r}")
+    return format(float(value), ".1%" if percent else VALUE_SPEC.get(column, ".3f"))
+
+
+def timing(src: Sources, name: str) -> str:
+    """A single figure of timings.json with its machine and when: `timing.NAME` in a doc."""
+    if name not in src.timings:
+        raise UserError(f"{TIMINGS} has no figure {name!r}; the figures are {', '.join(sorted(src.timings))}")
+    t = src.timings[name]
+    return f"{t['text']} ({t['machine']}, {t.get('date') or t['provenance']})"
+
+
+def render(text: str, src: Sources, where: str = "") -> str:
+    """`text` with every figure between markers rendered from its files."""
+    def one(match: re.Match) -> str:
+        name = match.group(1)
+        if name.startswith("timing."):
+            return f"<!-- figure: {name} -->{timing(src, name.split('.', 1)[1])}<!-- /figure -->"
+        if "." in name:
+            return f"<!-- figure: {name} -->{sample_value(src, name)}<!-- /figure -->"
+        if name not in FIGURES:
+            raise UserError(f"{where}: unknown figure {name!r}; the figures are {', '.join(sorted(FIGURES))} "
+                            "or SET.COLUMN of a sample set")
+        return f"<!-- figure: {name} -->{FIGURES[name](src)}<!-- /figure -->"
+    rendered, n = MARKER.subn(one, text)
+    if n != text.count("<!-- figure:") or n != text.count("<!-- /figure -->"):
+        raise UserError(f"{where}: a figure marker without its pair (each `<!-- figure: NAME -->` needs its "
+                        "`<!-- /figure -->`, and no figure may hold another); fix the markers")
+    return rendered
+
+
+def stale_docs(root: Path = REPO) -> dict[Path, str]:
+    """{doc: its text rendered} for every doc whose figures differ from their files."""
+    src = Sources(root)
+    out = {}
+    for path in doc_files(root):
+        text = path.read_text()
+        new = render(text, src, str(path.relative_to(root)))
+        if new != text:
+            out[path] = new
+    return out
+
+
+# ---- recording a sample set
+
+def record_sample_set(name: str, metrics_path: Path, model: str, sampler: str, root: Path = REPO,
+                      reference: str | None = None) -> dict:
+    """Add (or replace) the row `name` of sample_sets.csv with the measures of a reports.metrics run
+    (its metrics.json), measured on this machine today; with `reference`, also its held-out artworks'
+    row under that name (present when reports.metrics ran without --no-reference)."""
+    try:
+        m = json.loads(Path(metrics_path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{metrics_path} is not a readable metrics.json ({err}); write it with python -m reports.metrics")
+    if not m.get("creature"):
+        raise UserError(f"{metrics_path} has no creature measures; run python -m reports.metrics without --no-pokenet")
+    today, machine = datetime.date.today().isoformat(), f"{cpu_model()}, {os.cpu_count()} cores"
+    samples = m["samples"]
+    species = (m.get("species") or {}).get("hits") or {}
+    memorised = samples.get("memorisation_all_sources", samples["memorisation"])["rate"]
+    labels = read_labels(Path(m["settings"]["samples"]))
+    rows = {name: _row(name, model, sampler, m["creature"]["samples"], samples, species, memorised, labels, machine,
+                       today)}
+    if reference:
+        if "holdout" not in m["reference"]:
+            raise UserError(f"{metrics_path} has no reference rows; run python -m reports.metrics without --no-reference")
+        real = (m.get("species") or {}).get("real_artworks") or {}
+        rows[reference] = _row(reference, "held-out artworks (real)", "", m["creature"]["held-out artworks"],
+                               m["reference"]["holdout"], real, None, {}, machine, today)
+    path = root / SAMPLE_SETS
+    with open(path, newline="") as f:
+        table = {row["set"]: row for row in csv.DictReader(f)}
+    table.update(rows)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(table.values())
+    return rows
+
+
+def read_labels(folder: Path) -> dict:
+    """The guidance and the number of samples of a samples folder, from its labels.csv (diffusion.sample wrote it)."""
+    path = folder / "labels.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {"guidance": rows[0].get("guidance", ""), "n": len(rows)} if rows else {}
+
+
+def _row(name, model, sampler, creature, pixels, species, memorised, labels, machine, date) -> dict:
+    def f(x, spec):
+        return "" if x is None else format(x, spec)
+    return {"set": name, "model": model, "guidance": labels.get("guidance", ""), "sampler": sampler,
+            "n": creature["n"], "species_top5": f(species.get("top5"), ".4f"), "species_top1": f(species.get("top1"), ".4f"),
+            "recognised": f(creature["recognised"], ".4f"), "mean_top_p": f(creature["mean_top_probability"], ".4f"),
+            "frechet": f(creature["frechet_pokenet"], ".2f"), "precision": f(creature["precision"], ".3f"),
+            "recall": f(creature["recall"], ".3f"), "c2st": f(creature.get("c2st"), ".3f"),
+            "swd": f(pixels["swd"]["mean"], ".2f"), "pixel_precision": f(pixels["precision"], ".3f"),
+            "pixel_recall": f(pixels["recall"], ".3f"), "memorised": f(memorised, ".4f"), "sample_seconds": "",
+            "machine": machine,
+            "date": date, "provenance": "python -m reports.docs_tables --record"}
