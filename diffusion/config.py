@@ -63,8 +63,6 @@ class DDPMTrainConfig:
     compile: bool = False            # torch.compile the model for training (CUDA; first steps slower)
     deterministic: bool = False      # CUDA: deterministic kernels only (slower; plumbing/device.py). CPU runs are
                                      # bitwise repeatable either way
-    augment: float = 0.0             # non-leaking augmentation (diffusion/augment.py): the probability of each
-                                     # transform; 0: off
     init: Optional[str] = None       # start from the EMA weights of a release, a run folder or a diffusion.pt
                                      # (fine-tuning; a stopped run: its newest state-*.pt); a latent model
                                      # keeps its AE; space and U-Net must match
@@ -110,7 +108,7 @@ class SampleConfig:
 class DiffusionConfig:
     # Keys of stored configs that every run now has at one value (plumbing/config.py, without_retired).
     RETIRED: ClassVar[dict] = {"ae.norm": "channel", "train.weight_decay": 0.0, "train.channels_last": False,
-                               "cond.table": None}
+                               "cond.table": None, "train.augment": 0.0}
     seed: int = 0
     device: str = "auto"
     run_name: str = "ldm"
@@ -136,8 +134,6 @@ class DiffusionConfig:
                            ("train.sample_n", self.train.sample_n)]:
             if value <= 0:
                 raise UserError(f"{key}={value} must be positive")
-        if not 0.0 <= self.train.augment <= 1.0:
-            raise UserError(f"train.augment={self.train.augment} must be a probability in [0, 1] (0: off)")
         if not 0.0 <= self.cond.drop_prob <= 1.0:
             raise UserError(f"cond.drop_prob={self.cond.drop_prob} must be in [0, 1]")
         if not 0.0 <= self.train.ema_decay < 1.0:

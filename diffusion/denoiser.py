@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import torch
 
-from diffusion.augment import AUG_DIM
 from diffusion.config import DiffusionConfig
 from diffusion.guidance import guided_x0
 from diffusion.labels import Labels
@@ -46,7 +45,7 @@ def build_schedule(cfg: DiffusionConfig) -> LinearSchedule:
 def build_unet(cfg: DiffusionConfig, in_channels: int) -> UNet:
     m = cfg.model
     return UNet(in_channels, m.channels, m.blocks, m.attention_levels, m.dropout, num_types(cfg), num_styles(cfg),
-                m.heads, AUG_DIM if cfg.train.augment > 0 else 0, num_species(cfg))
+                m.heads, num_species(cfg))
 
 
 def predict_x0(model: UNet, xt: torch.Tensor, t: torch.Tensor, use_bf16: bool,

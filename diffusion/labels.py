@@ -12,8 +12,7 @@ Three kinds of label, each an int64 tensor [B] or None:
              embeddings, sum_k w_k E[k] (a fusion of two species: (1 - a) E[p] + a E[q]).
 
 The U-Net (diffusion/unet.py) has one embedding per kind it was built with, each with one extra
-row for its null label; a kind that is None means "no label" for the whole batch. Beside the
-labels, `aug` carries the augmentation parameters in training (diffusion/augment.py).
+row for its null label; a kind that is None means "no label" for the whole batch.
 """
 from __future__ import annotations
 
@@ -39,16 +38,14 @@ NULL_STYLE = len(SOURCES)      # 4
 class Labels:
     """What the network is told about each image of a batch: `type`, `style` and `species` labels,
     each int64 [B] or None (`species` may be float weights [B, NULL_SPECIES + 1] instead: module
-    docstring), and in training with augmentation the transform parameters `aug` [B, AUG_DIM]
-    (diffusion/augment.py; None is "not augmented", as at sampling)."""
+    docstring)."""
 
     type: torch.Tensor | None = None
     style: torch.Tensor | None = None
     species: torch.Tensor | None = None
-    aug: torch.Tensor | None = None
 
     def _parts(self) -> tuple:
-        return self.type, self.style, self.species, self.aug
+        return self.type, self.style, self.species
 
     def _map(self, fn) -> Labels:
         return Labels(*(None if v is None else fn(v) for v in self._parts()))
@@ -58,11 +55,10 @@ class Labels:
         return 0 if given is None else len(given)
 
     def null(self) -> Labels:
-        """The same kinds, every label "no label" (the unconditional half of guidance); the
-        augmentation parameters stay as they are."""
+        """The same kinds, every label "no label" (the unconditional half of guidance)."""
         return Labels(None if self.type is None else torch.full_like(self.type, NULL_TYPE),
                       None if self.style is None else torch.full_like(self.style, NULL_STYLE),
-                      None if self.species is None else null_species_like(self.species), self.aug)
+                      None if self.species is None else null_species_like(self.species))
 
     def cat(self, other: Labels) -> Labels:
         """This batch's labels followed by `other`'s (the same kinds)."""

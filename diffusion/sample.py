@@ -107,7 +107,8 @@ def main(argv: list[str]) -> None:
               if batches > 1 else ""), unit="step") as bar:
         for first, images, rec in pipe.batches(n, args.seed, labels, args.guidance, args.sampler, args.steps,
                                                args.eta, frames=40 if args.gif else 0, progress=bar):
-            recorded = rec if first == 0 else recorded
+            if first == 0:  # the GIF shows the first batch's reverse process
+                recorded = rec
             files += save_samples(images, out, first)
             kept.append(images[:max(0, GRID_MAX - first)])
     seconds = time.time() - start

@@ -7,8 +7,7 @@ Training objective, per batch (Ho et al. 2020 with the x0 parameterisation):
     L = mean_b || f_theta(x_t, t[, labels]) - x_0 ||^2 / D        (D = dimensions of x_0)
 
 With labels (cond.labels, cond.style, cond.species) each kind is replaced by "no label" with probability
-cond.drop_prob, on its own, for classifier-free guidance (diffusion/guidance.py). With
-train.augment > 0 the x_0 are augmented without leaking (diffusion/augment.py).
+cond.drop_prob, on its own, for classifier-free guidance (diffusion/guidance.py).
 
 Writes into the run folder (default checkpoints/<run_name>-<timestamp>/): config.yaml, log.txt,
 loss.png, samples_epochNNNN.png, samples.png (EMA weights, DDIM), metrics.json, diffusion.pt, and
@@ -16,7 +15,6 @@ state-<step>.pt training-state checkpoints for --resume.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
 from pathlib import Path
@@ -24,7 +22,6 @@ from pathlib import Path
 import torch
 
 from diffusion.align import HiddenTerms
-from diffusion.augment import augment
 from diffusion.config import DiffusionConfig
 from diffusion.guidance import dropped
 from diffusion.labels import Labels, species_record, training_labels
@@ -125,9 +122,6 @@ def starting_point(cfg: DiffusionConfig) -> tuple[dict | None, dict | None, list
         return None, None, []
     init = init_model(cfg.train.init)
     mine, theirs = to_dict(cfg), init["config"]
-    if (mine["train"]["augment"] > 0) != (theirs["train"]["augment"] > 0):
-        raise UserError(f"train.init={cfg.train.init} was trained with train.augment={theirs['train']['augment']}; "
-                        "fine-tune with augmentation on or off as it was (the network's augmentation input)")
     for key in INIT_KEYS:
         a, b = mine, theirs
         for part in key.split("."):
@@ -246,9 +240,6 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
         y = None
         if train_labels is not None:  # classifier-free guidance: drop some labels to "no label"
             y = dropped(train_labels.index(idx), cfg.cond.drop_prob, gen)
-        if cfg.train.augment > 0:  # non-leaking augmentation: the network is told the transforms
-            x0, aug = augment(x0, cfg.train.augment, gen)
-            y = Labels(aug=aug) if y is None else dataclasses.replace(y, aug=aug)
         y = None if y is None else y.index(rows).to(device)
         x0, t, noise = x0[rows], t[rows], noise[rows]
         xt = schedule.q_sample(x0, t, noise)                         # x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps

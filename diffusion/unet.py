@@ -11,8 +11,6 @@
   image, each a learned embedding added to `temb`; the extra index of each (`num_types`,
   `num_styles`, `num_species`) is its "no label" class, used for classifier-free guidance. Species
   given as weights w [B, num_species + 1] add the mixture w @ E of the species embeddings (fusions).
-  With non-leaking augmentation (diffusion/augment.py) the transform parameters go through a linear
-  map without bias into `temb`, so "not augmented" (zeros, as at sampling) adds nothing.
 * ResBlock: h = conv(silu(norm(x))) + Linear(silu(temb)); h = conv(dropout(silu(norm(h)))); x + h.
 * Self-attention (multi-head, with a residual) at the levels listed in `attention_levels` and in
   the middle; attention costs O((HW)^2), so it only pays at low resolutions.
@@ -84,8 +82,7 @@ class Attention(nn.Module):
 
 class UNet(nn.Module):
     def __init__(self, in_channels: int, channels: list[int], blocks: int, attention_levels: list[int],
-                 dropout: float = 0.0, num_types: int = 0, num_styles: int = 0, heads: int = 4, aug_dim: int = 0,
-                 num_species: int = 0):
+                 dropout: float = 0.0, num_types: int = 0, num_styles: int = 0, heads: int = 4, num_species: int = 0):
         super().__init__()
         self.in_channels = in_channels
         self.levels = list(channels)  # width of each level (diffusion/align.py finds its stages by level)
@@ -96,7 +93,6 @@ class UNet(nn.Module):
         # n + 1 rows each: the last one is the "no label" class of classifier-free guidance.
         self.type_emb = nn.Embedding(num_types + 1, temb_dim) if num_types > 0 else None
         self.style_emb = nn.Embedding(num_styles + 1, temb_dim) if num_styles > 0 else None
-        self.aug_emb = nn.Linear(aug_dim, temb_dim, bias=False) if aug_dim > 0 else None
         self.species_emb = nn.Embedding(num_species + 1, temb_dim) if num_species > 0 else None
         self.conv_in = nn.Conv2d(in_channels, base, 3, padding=1)
 
@@ -141,8 +137,6 @@ class UNet(nn.Module):
             y = labels.species if labels is not None and labels.species is not None else torch.full_like(t, self.num_species)
             # weights over the species (a fusion): the same mixture of their embedding rows
             temb = temb + (y.to(temb.dtype) @ self.species_emb.weight if y.is_floating_point() else self.species_emb(y))
-        if self.aug_emb is not None and labels is not None and labels.aug is not None:
-            temb = temb + self.aug_emb(labels.aug.to(temb.dtype))
         h = self.conv_in(x)
         skips = [h]
         for layer in self.down:

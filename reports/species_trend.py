@@ -12,7 +12,6 @@ and DIR/grids.png: the first 8 samples at each state, one row per state, the sam
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import matplotlib
 import torch
