@@ -19,6 +19,7 @@ from diffusion import trainer as dtrainer
 from diffusion.config import DiffusionConfig
 from diffusion.pipeline import load_pipeline
 from plumbing.cli import UserError
+from plumbing import loop
 from plumbing.config import load_config
 from plumbing.guard import DivergenceGuard, Diverged
 from plumbing.resume import state_files
@@ -158,7 +159,7 @@ def _poisoned(monkeypatch, start: int, fault):
                                           (lambda x: x * float("nan"), "the loss became nan at step 13")])
 def test_a_diverging_diffusion_run_stops_itself_naming_the_last_good_state(sprite_dir, tmp_path, monkeypatch, fault,
                                                                            words, capsys):
-    monkeypatch.setattr(dtrainer, "DivergenceGuard", SMALL_GUARD)
+    monkeypatch.setattr(loop, "DivergenceGuard", SMALL_GUARD)
     _poisoned(monkeypatch, 13, fault)
     run = tmp_path / "run"
     argv = ["--out", str(run), f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}", "space=pixel",
@@ -176,7 +177,7 @@ def test_a_diverging_diffusion_run_stops_itself_naming_the_last_good_state(sprit
 
 def test_a_stopped_diverged_run_can_be_fine_tuned_from_its_last_good_state(sprite_dir, tmp_path, monkeypatch):
     """train.init takes a state file: the EMA weights of the last good state."""
-    monkeypatch.setattr(dtrainer, "DivergenceGuard", SMALL_GUARD)
+    monkeypatch.setattr(loop, "DivergenceGuard", SMALL_GUARD)
     _poisoned(monkeypatch, 13, lambda x: x + 10.0)
     run = tmp_path / "run"
     common = [f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}", "space=pixel", *TINY_DIFFUSION]
