@@ -92,21 +92,28 @@ def training_step(model: torch.nn.Module, forward: Callable, x0: torch.Tensor, x
     return step
 
 
-def measure_unet(model: str, config: str | Path, overrides: list[str], shape: tuple[int, int, int],
-                 batch: int | None = None, plan: Plan = Plan()) -> dict:
-    """The U-Net training step of `model` ("pokediffusion" or "diffusers") on inputs of `shape`
-    (C, H, W) in both layouts (a benchmark job). The batch defaults to the config's train.batch_size;
-    x_0 is Gaussian noise (the step's cost does not depend on the values)."""
+def step_inputs(config: str | Path, overrides: list[str], shape: tuple[int, int, int], batch: int | None):
+    """(config, batch, bf16 on, x_0, t, x_t, generator) of a timed training step: x_0 is seeded Gaussian noise
+    (the step's cost does not depend on the values), the batch defaults to the config's train.batch_size."""
     cfg = load_config(DiffusionConfig, config, list(overrides))
     batch = batch or cfg.train.batch_size
-    build = BUILDERS[model]
-    channels, size = shape[0], shape[-1]
     use_bf16 = cfg.train.bf16 and bf16_pays(torch.device("cpu"))
     schedule = build_schedule(cfg)
     gen = torch.Generator().manual_seed(0)
     x0 = torch.randn(batch, *shape, generator=gen)
     t = torch.randint(0, schedule.T, (batch,), generator=gen)
     xt = schedule.q_sample(x0, t, torch.randn(x0.shape, generator=gen))
+    return cfg, batch, use_bf16, x0, t, xt, gen
+
+
+def measure_unet(model: str, config: str | Path, overrides: list[str], shape: tuple[int, int, int],
+                 batch: int | None = None, plan: Plan = Plan()) -> dict:
+    """The U-Net training step of `model` ("pokediffusion" or "diffusers") on inputs of `shape`
+    (C, H, W) in both layouts (a benchmark job). The batch defaults to the config's train.batch_size;
+    x_0 is Gaussian noise (the step's cost does not depend on the values)."""
+    cfg, batch, use_bf16, x0, t, xt, _ = step_inputs(config, overrides, shape, batch)
+    build = BUILDERS[model]
+    channels, size = shape[0], shape[-1]
 
     def make_step(fmt: torch.memory_format) -> Callable[[], None]:
         torch.manual_seed(0)
@@ -129,14 +136,7 @@ def measure_terms(config: str | Path, overrides: list[str], shape: tuple[int, in
     """What loss.align and loss.disperse cost per training step of our U-Net on `shape` (a benchmark job):
     the step's img/s with each, in NCHW, against the plain x0 MSE step. The teacher's features are
     Gaussian noise of the shipped teacher's shape (the cost does not depend on their values)."""
-    cfg = load_config(DiffusionConfig, config, list(overrides))
-    batch = batch or cfg.train.batch_size
-    use_bf16 = cfg.train.bf16 and bf16_pays(torch.device("cpu"))
-    schedule = build_schedule(cfg)
-    gen = torch.Generator().manual_seed(0)
-    x0 = torch.randn(batch, *shape, generator=gen)
-    t = torch.randint(0, schedule.T, (batch,), generator=gen)
-    xt = schedule.q_sample(x0, t, torch.randn(x0.shape, generator=gen))
+    cfg, batch, use_bf16, x0, t, xt, gen = step_inputs(config, overrides, shape, batch)
     features = TeacherFeatures(torch.randn(2, batch, teacher_dim, teacher_side, teacher_side, generator=gen).half())
     rows = {}
     for name, loss_cfg in TERMS.items():

@@ -19,23 +19,21 @@ beside the latent cache, keyed by the teacher's sha256 and the training images.
 """
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from plumbing.checkpoint import (FORMAT_VERSION, cpu_state_dict, file_sha256, half_precision, load_checkpoint,
                                  read_cache, save_atomic)
 from plumbing.cli import UserError
+from plumbing.classify import fit_classifier, write_classifier_run
 from plumbing.config import dump_yaml, to_dict
 from plumbing.device import pick_device, seed_everything
-from plumbing.optim import adamw, scheduled_lr, set_learning_rate
-from plumbing.runs import RunLog, new_run_dir, save_loss_curve, write_json
+from plumbing.optim import adamw
+from plumbing.runs import RunLog, new_run_dir, write_json
 from sprites.config import DataConfig, SourceShares
 from sprites.dataset import to_unit_range
 from sprites.mixture import load_data, training_batches
@@ -130,34 +128,12 @@ def train(cfg: TeacherConfig, out: str | None = None) -> dict:
     log(f"run folder {run_dir} | {len(images):,} training images of {len(classes)} species "
         f"(sources {', '.join(cfg.data.mix.shares())}) | teacher {n_params / 1e6:.2f}M parameters")
     t = cfg.train
-    losses, hits, step, epoch, start = [], [], 0, 0, time.time()
-    done = False
-    with tqdm(total=t.steps, desc="teacher", unit="step", dynamic_ncols=True, mininterval=1.0) as bar:
-        while not done:
-            for idx, flip in batches.epoch(epoch):
-                lr = scheduled_lr(t, step, t.steps, time.time() - start)
-                if lr is None or step >= t.steps:
-                    done = True
-                    break
-                set_learning_rate(opt, lr)
-                x = augment(to_unit_range(images[idx]), flip, t.shift, t.min_scale, gen, t.grey_prob, t.swap_prob)
-                logits = model(x.to(device))
-                y = labels[idx].to(device)
-                loss = F.cross_entropy(logits, y, label_smoothing=t.label_smoothing)
-                if not math.isfinite(loss.item()):
-                    raise UserError(f"the teacher's loss became {loss.item()} at step {step + 1}; lower train.lr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-                hits.append(float((logits.argmax(-1) == y).float().mean()))
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
-                if step % t.log_every == 0:
-                    log(f"step {step} loss {losses[-1]:.4f} lr {lr:.2e}")
-            epoch += 1
-    seconds = time.time() - start
+
+    def view(idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:  # each image seen in a species-keeping way
+        return augment(to_unit_range(images[idx]), flip, t.shift, t.min_scale, gen, t.grey_prob, t.swap_prob)
+
+    losses, hits, seconds = fit_classifier("teacher", model, view, labels, batches, t, opt, device, log)
+    step = len(losses)
     last = hits[-200:]
     metrics = {"steps": step, "train_seconds": round(seconds, 1), "img_per_s": round(step * t.batch_size / seconds, 1),
                "parameters": n_params, "classes": len(classes), "training_images": len(images),
@@ -165,10 +141,7 @@ def train(cfg: TeacherConfig, out: str | None = None) -> dict:
     ckpt = {"kind": "teacher", "format": FORMAT_VERSION, "config": to_dict(cfg), "classes": classes,
             "data": data_record(cfg.data), "data_fingerprint": data.fingerprint, "model": cpu_state_dict(model),
             "metrics": metrics}
-    save_atomic(ckpt, run_dir / SHIPPED_NAME)
-    write_json(metrics, run_dir / "metrics.json")
-    save_loss_curve(list(range(len(losses))), {"cross-entropy (label smoothing)": losses}, run_dir / "loss.png",
-                    title="Alignment teacher training")
+    write_classifier_run(ckpt, losses, run_dir / SHIPPED_NAME, "Alignment teacher training")
     log(f"{step} steps in {seconds / 60:.1f} min ({metrics['img_per_s']} img/s); training top-1 over the last "
         f"200 steps {metrics['train_top1_last_200_steps']:.3f}")
     return {"run_dir": str(run_dir), **metrics}

@@ -27,22 +27,19 @@ global average pooling to `features` numbers (the penultimate features), a linea
 """
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from plumbing.checkpoint import FORMAT_VERSION, cpu_state_dict, file_sha256, half_precision, load_checkpoint, save_atomic
+from plumbing.classify import fit_classifier, write_classifier_run
 from plumbing.cli import UserError
 from plumbing.config import dump_yaml, from_dict, to_dict
 from plumbing.device import pick_device, seed_everything
-from plumbing.optim import scheduled_lr, set_learning_rate
-from plumbing.runs import RunLog, new_run_dir, save_loss_curve, write_json
+from plumbing.runs import RunLog, new_run_dir, write_json
 from sprites.config import SOURCES, DataConfig, SourceShares
 from sprites.dataset import load_artworks, to_unit_range
 from sprites.views import augment
@@ -249,35 +246,17 @@ def train(cfg: PokeNetConfig, out: str | None = None, data: ClassifierData | Non
     log(f"run folder {run_dir} | {len(data.images):,} training images, {len(data.classes)} species, "
         f"{len(data.val_names)} validation artworks ({scored} of species seen in other styles) | "
         f"PokeNet {n_params / 1e6:.2f}M parameters")
+    model.train()
     t = cfg.train
-    losses, step, epoch, start = [], 0, 0, time.time()
-    bar = tqdm(total=t.steps, desc="PokeNet", unit="step", dynamic_ncols=True, mininterval=1.0)
-    done = False
-    with bar:
-        while not done:
-            for idx, flip in batches.epoch(epoch):
-                lr = scheduled_lr(t, step, t.steps, time.time() - start)
-                if lr is None or step >= t.steps:
-                    done = True
-                    break
-                set_learning_rate(opt, lr)
-                model.train()
-                x = augment(to_unit_range(data.images[idx]), flip, t.shift, t.min_scale, gen, t.grey_prob, t.swap_prob)
-                _, logits = model(x.to(device).contiguous(memory_format=torch.channels_last))
-                loss = F.cross_entropy(logits, data.labels[idx].to(device), label_smoothing=t.label_smoothing)
-                if not math.isfinite(loss.item()):
-                    raise UserError(f"the loss became {loss.item()} at step {step + 1}; lower train.lr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
-                if step % t.log_every == 0:
-                    log(f"step {step} loss {losses[-1]:.4f} lr {lr:.2e}")
-            epoch += 1
-    seconds = time.time() - start
+
+    def view(idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:  # each image seen in a species-keeping way
+        return augment(to_unit_range(data.images[idx]), flip, t.shift, t.min_scale, gen, t.grey_prob, t.swap_prob)
+
+    def logits_of(x: torch.Tensor) -> torch.Tensor:
+        return model(x.contiguous(memory_format=torch.channels_last))[1]  # (features, logits)
+
+    losses, _, seconds = fit_classifier("PokeNet", logits_of, view, data.labels, batches, t, opt, device, log)
+    step = len(losses)
     val = validate(model, data, device=device)
     metrics = {"steps": step, "train_seconds": round(seconds, 1), "img_per_s": round(step * t.batch_size / seconds, 1),
                "parameters": n_params, "classes": len(data.classes), "training_images": len(data.images),
@@ -285,10 +264,7 @@ def train(cfg: PokeNetConfig, out: str | None = None, data: ClassifierData | Non
     ckpt = {"kind": "pokenet", "format": FORMAT_VERSION, "config": to_dict(cfg), "classes": data.classes,
             "model": cpu_state_dict(model), "validation_names": data.val_names, "data_fingerprint": data.fingerprint,
             "metrics": metrics}
-    save_atomic(ckpt, run_dir / SHIPPED_NAME)
-    write_json(metrics, run_dir / "metrics.json")
-    save_loss_curve(list(range(len(losses))), {"cross-entropy (label smoothing)": losses}, run_dir / "loss.png",
-                    title="PokeNet training")
+    write_classifier_run(ckpt, losses, run_dir / SHIPPED_NAME, "PokeNet training")
     log(f"{step} steps in {seconds / 60:.1f} min ({metrics['img_per_s']} img/s); validation artworks: top-1 "
         f"{val['colour']['top1']:.3f}, top-5 {val['colour']['top5']:.3f} in colour, top-1 {val['grey']['top1']:.3f}, "
         f"top-5 {val['grey']['top5']:.3f} in grey ({val['colour']['n']} artworks)")
