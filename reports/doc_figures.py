@@ -12,6 +12,7 @@ rewrites them; tests/test_doc_figures.py fails when a doc differs from its files
     docs/measurements/runs.json         training runs quoted whose run folders are not committed
     docs/measurements/bench_runs.csv    earlier runs of the benchmark on the Intel Xeon (host-speed spread)
     docs/measurements/timings.json      single figures quoted in prose (notebook, corpus and latent caches)
+    docs/measurements/pilot_shape_error.json  the alignment pilot's held-out x0 error along its arms (reports.shape_error)
     docs/measurements/provenance.json   when the next three were measured (they carry no date)
     checkpoints/release/config.json     the shipped model: its runs' metrics (diffusion.release wrote it)
     benchmarks/results/bench.json       the benchmark (python -m benchmarks)
@@ -40,6 +41,7 @@ RUNS = MEASUREMENTS / "runs.json"
 BENCH_RUNS = MEASUREMENTS / "bench_runs.csv"
 TIMINGS = MEASUREMENTS / "timings.json"
 PROVENANCE = MEASUREMENTS / "provenance.json"
+PILOT = MEASUREMENTS / "pilot_shape_error.json"
 RELEASE = Path("checkpoints/release/config.json")
 BENCH = Path("benchmarks/results/bench.json")
 LATENT_VS_PIXEL = Path("reports/latent_vs_pixel/report.json")
@@ -58,6 +60,7 @@ class Sources:
         with open(root / SAMPLE_SETS, newline="") as f:
             self.sets = {row["set"]: row for row in csv.DictReader(f)}
         self.runs = json.loads((root / RUNS).read_text())["runs"]
+        self.pilot = json.loads((root / PILOT).read_text())
         self.timings = json.loads((root / TIMINGS).read_text())["figures"]
         self.release = json.loads((root / RELEASE).read_text())
         self.bench = json.loads((root / BENCH).read_text())
@@ -342,13 +345,25 @@ def forward_table(src: Sources) -> str:
             f"*{LATENT_VS_PIXEL} (the latents: the corpus VAE, the release's; {src.provenance[str(LATENT_VS_PIXEL)]}).*\n")
 
 
+def pilot_shape_error(src: Sources) -> str:
+    """The pilot's arms at equal steps: the held-out x0 error at SNR 0.04-0.18 of each state (lower is better)."""
+    p = src.pilot
+    arms = {r["run"]: {pt["step"]: pt["error"] for pt in r["points"]} for r in p["runs"]}
+    steps = sorted({step for points in arms.values() for step in points if step % 2500 == 0})
+    rows = [[f"{step:,}", *(f"{points[step]:.4f}" if step in points else "" for points in arms.values())]
+            for step in steps]
+    table = markdown_table(["step", *(p["names"][run] for run in arms)], rows)
+    return (f"\n{table}\n\n*{PILOT}: {p['n']} held-out images, {len(p['snr_levels'])} noise levels from SNR "
+            f"{p['snr_levels'][0]} to {p['snr_levels'][-1]}, the same noise for every state; {p['machine']}, {p['date']}.*\n")
+
+
 FIGURES: dict[str, Callable[[Sources], str]] = {
     "results-at-a-glance": results_at_a_glance, "long-runs": long_runs, "vae-ldms": vae_ldms, "collapse": collapse,
     "species-guidance": species_guidance, "samplers": samplers, "card-quality": card_quality,
     "release-training": release_training, "release-sampling": release_sampling, "vae-speedup": vae_speedup,
     "vae-bench": vae_bench, "bench-sampling": bench_sampling, "bench-vae-runs": bench_vae_runs,
     "bench-sampling-runs": bench_sampling_runs, "bench-steadiness": bench_steadiness, "forward": forward_table,
-    "latent-vs-pixel-cost": latent_vs_pixel_cost,
+    "latent-vs-pixel-cost": latent_vs_pixel_cost, "pilot-shape-error": pilot_shape_error,
 }
 
 

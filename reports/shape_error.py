@@ -17,7 +17,9 @@ DIR/shape_error.png (E against the step, one line per run).
 from __future__ import annotations
 
 import argparse
+import datetime
 import math
+import os
 from pathlib import Path
 
 import matplotlib
@@ -27,6 +29,7 @@ from tqdm import tqdm
 from diffusion.denoiser import predict_x0
 from diffusion.pipeline import load_diffusion
 from plumbing.cli import UserError, run_main, user_path
+from plumbing.device import cpu_model
 from plumbing.resume import run_points
 from plumbing.runs import writable_dir, write_json
 from sprites.config import DataConfig
@@ -106,7 +109,9 @@ def main(argv: list[str]) -> None:
             tqdm.write(f"{run.name} step {step}: held-out x0 error {rows[-1]['error']:.4f}")
         results.append({"run": str(run), "points": rows})
     snr_levels = [round(math.exp(v), 4) for v in log_snrs.tolist()]
-    write_json({"n": args.n, "seed": args.seed, "snr_levels": snr_levels, "runs": results}, out / "shape_error.json")
+    machine = f"{cpu_model()}, {os.cpu_count()} cores"
+    write_json({"n": args.n, "seed": args.seed, "snr_levels": snr_levels, "machine": machine,
+                "date": datetime.date.today().isoformat(), "runs": results}, out / "shape_error.json")
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for r in results:
         ax.plot([p["step"] for p in r["points"]], [p["error"] for p in r["points"]], "o-", label=Path(r["run"]).name)

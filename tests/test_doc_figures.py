@@ -33,7 +33,7 @@ def test_the_docs_quote_the_named_figures():
 
 def test_every_measurement_names_its_machine_and_when():
     src = figs.Sources()
-    for row in [*src.sets.values(), *src.bench_runs, *src.runs.values(), *src.timings.values()]:
+    for row in [*src.sets.values(), *src.bench_runs, *src.runs.values(), *src.timings.values(), src.pilot]:
         assert row["machine"].strip(), row
         assert "cores" in row["machine"], row
         assert row.get("date") or row.get("provenance"), row
@@ -41,7 +41,7 @@ def test_every_measurement_names_its_machine_and_when():
 
 def copy_sources(tmp_path):
     """The measurement files and one doc quoting them, in a folder laid out as the repository."""
-    for rel in (figs.SAMPLE_SETS, figs.RUNS, figs.TIMINGS, figs.BENCH_RUNS, figs.PROVENANCE, figs.RELEASE, figs.BENCH,
+    for rel in (figs.SAMPLE_SETS, figs.RUNS, figs.TIMINGS, figs.BENCH_RUNS, figs.PROVENANCE, figs.PILOT, figs.RELEASE, figs.BENCH,
                 figs.LATENT_VS_PIXEL):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / rel, tmp_path / rel)
