@@ -13,6 +13,7 @@ rewrites them; tests/test_doc_figures.py fails when a doc differs from its files
     docs/measurements/bench_runs.csv    earlier runs of the benchmark on the Intel Xeon (host-speed spread)
     docs/measurements/timings.json      single figures quoted in prose (notebook, corpus and latent caches)
     docs/measurements/pilot_shape_error.json  the alignment pilot's held-out x0 error along its arms (reports.shape_error)
+    docs/measurements/pilot_species_trend.json  the pilot's species hits along its arms (reports.species_trend)
     docs/measurements/provenance.json   when the next three were measured (they carry no date)
     checkpoints/release/config.json     the shipped model: its runs' metrics (diffusion.release wrote it)
     benchmarks/results/bench.json       the benchmark (python -m benchmarks)
@@ -42,6 +43,7 @@ BENCH_RUNS = MEASUREMENTS / "bench_runs.csv"
 TIMINGS = MEASUREMENTS / "timings.json"
 PROVENANCE = MEASUREMENTS / "provenance.json"
 PILOT = MEASUREMENTS / "pilot_shape_error.json"
+PILOT_TREND = MEASUREMENTS / "pilot_species_trend.json"
 RELEASE = Path("checkpoints/release/config.json")
 BENCH = Path("benchmarks/results/bench.json")
 LATENT_VS_PIXEL = Path("reports/latent_vs_pixel/report.json")
@@ -61,6 +63,7 @@ class Sources:
             self.sets = {row["set"]: row for row in csv.DictReader(f)}
         self.runs = json.loads((root / RUNS).read_text())["runs"]
         self.pilot = json.loads((root / PILOT).read_text())
+        self.pilot_trend = json.loads((root / PILOT_TREND).read_text())
         self.timings = json.loads((root / TIMINGS).read_text())["figures"]
         self.release = json.loads((root / RELEASE).read_text())
         self.bench = json.loads((root / BENCH).read_text())
@@ -357,6 +360,33 @@ def pilot_shape_error(src: Sources) -> str:
             f"{p['snr_levels'][0]} to {p['snr_levels'][-1]}, the same noise for every state; {p['machine']}, {p['date']}.*\n")
 
 
+PILOT_ARMS = (("baseline", "pilot-base"), ("+ loss.align=0.5", "pilot-align"), ("+ loss.disperse=0.5", "pilot-disperse"))
+
+
+def pilot_species(src: Sources) -> str:
+    """The pilot's arms at their end (15,000 steps): 512 random-species samples at guidance 1 and 3."""
+    rows = [(arm, f"{name}-g{g}", [str(g)]) for g in (1, 3) for arm, name in PILOT_ARMS]
+    rows.append(("held-out artworks (real)", "real-artworks", [""]))
+    return sample_table(src, ["arm", "guidance"],
+                        ["species_top", "recognised", "frechet", "pr", "c2st", "swd", "memorised"], rows)
+
+
+def pilot_species_trend(src: Sources) -> str:
+    """The species hits along the pilot's arms (reports.species_trend): top-5 (top-1) at each state."""
+    p = src.pilot_trend
+    arms = {r["run"]: {pt["step"]: pt for pt in r["points"]} for r in p["runs"]}
+    steps = sorted({step for points in arms.values() for step in points})
+
+    def cell(pt: dict | None) -> str:
+        return f"{pt['top5']:.3f} ({pt['top1']:.3f})" if pt else ""
+
+    rows = [[f"{step:,}", *(cell(points.get(step)) for points in arms.values())] for step in steps]
+    table = markdown_table(["step", *(p["names"][run] for run in arms)], rows)
+    return (f"\n{table}\n\n*{PILOT_TREND}: species in PokeNet's top 5 (top 1) of {p['n']} random-species samples "
+            f"(DDIM-50, guidance {p['guidance']:g}, seed {p['seed']}, the same species and noise at every state); "
+            f"{p['machine']}, {p['date']}.*\n")
+
+
 FIGURES: dict[str, Callable[[Sources], str]] = {
     "results-at-a-glance": results_at_a_glance, "long-runs": long_runs, "vae-ldms": vae_ldms, "collapse": collapse,
     "species-guidance": species_guidance, "samplers": samplers, "card-quality": card_quality,
@@ -364,6 +394,7 @@ FIGURES: dict[str, Callable[[Sources], str]] = {
     "vae-bench": vae_bench, "bench-sampling": bench_sampling, "bench-vae-runs": bench_vae_runs,
     "bench-sampling-runs": bench_sampling_runs, "bench-steadiness": bench_steadiness, "forward": forward_table,
     "latent-vs-pixel-cost": latent_vs_pixel_cost, "pilot-shape-error": pilot_shape_error,
+    "pilot-species": pilot_species, "pilot-species-trend": pilot_species_trend,
 }
 
 

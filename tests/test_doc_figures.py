@@ -41,8 +41,8 @@ def test_every_measurement_names_its_machine_and_when():
 
 def copy_sources(tmp_path):
     """The measurement files and one doc quoting them, in a folder laid out as the repository."""
-    for rel in (figs.SAMPLE_SETS, figs.RUNS, figs.TIMINGS, figs.BENCH_RUNS, figs.PROVENANCE, figs.PILOT, figs.RELEASE, figs.BENCH,
-                figs.LATENT_VS_PIXEL):
+    for rel in (figs.SAMPLE_SETS, figs.RUNS, figs.TIMINGS, figs.BENCH_RUNS, figs.PROVENANCE, figs.PILOT, figs.PILOT_TREND,
+                figs.RELEASE, figs.BENCH, figs.LATENT_VS_PIXEL):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / rel, tmp_path / rel)
     doc = tmp_path / "README.md"
