@@ -82,7 +82,7 @@ def step_jobs(s: Settings, sections: tuple[str, ...], model: str) -> list[Job]:
                              "batch": s.batch, "plan": s.step_plan}, reference))
         if not reference:  # what the training-only terms of diffusion/align.py add to our latent step
             config, shape = unet_inputs(s)["latent"]
-            jobs.append(Job(("unet", "terms"), f"U-Net step on {shape_label(shape)} with loss.align / loss.disperse",
+            jobs.append(Job(("unet", "terms"), f"U-Net step on {shape_label(shape)} with loss.align",
                             "hidden-state terms", unet_step.measure_terms,
                             {"config": config, "overrides": list(s.unet_overrides), "shape": shape,
                              "batch": s.batch, "plan": s.step_plan}))

@@ -126,15 +126,14 @@ def measure_unet(model: str, config: str | Path, overrides: list[str], shape: tu
             "shape": list(shape), "bf16": use_bf16}
 
 
-# The hidden-state terms of diffusion/align.py at their documented weights, on the config's stage.
-TERMS = {"x0 MSE": LossConfig(), "+ loss.align": LossConfig(align=0.5), "+ loss.disperse": LossConfig(disperse=0.5),
-         "+ both": LossConfig(align=0.5, disperse=0.5)}
+# The hidden-state term of diffusion/align.py at its documented weight, on the config's stage.
+TERMS = {"x0 MSE": LossConfig(), "+ loss.align": LossConfig(align=0.5)}
 
 
 def measure_terms(config: str | Path, overrides: list[str], shape: tuple[int, int, int], batch: int | None = None,
                   plan: Plan = Plan(), teacher_dim: int = 64, teacher_side: int = 8) -> dict:
-    """What loss.align and loss.disperse cost per training step of our U-Net on `shape` (a benchmark job):
-    the step's img/s with each, in NCHW, against the plain x0 MSE step. The teacher's features are
+    """What loss.align costs per training step of our U-Net on `shape` (a benchmark job):
+    the step's img/s with it, in NCHW, against the plain x0 MSE step. The teacher's features are
     Gaussian noise of the shipped teacher's shape (the cost does not depend on their values)."""
     cfg, batch, use_bf16, x0, t, xt, gen = step_inputs(config, overrides, shape, batch)
     features = TeacherFeatures(torch.randn(2, batch, teacher_dim, teacher_side, teacher_side, generator=gen).half())
@@ -146,6 +145,6 @@ def measure_terms(config: str | Path, overrides: list[str], shape: tuple[int, in
         rows[name] = time_step(training_step(model, model, x0, xt, t, use_bf16, terms if terms else None), batch, plan)
     plain = rows["x0 MSE"]["median_s"]
     return {"name": "hidden-state terms", "batch": batch, "shape": list(shape), "bf16": use_bf16,
-            "stage": {"align": LossConfig().align_stage, "disperse": LossConfig().disperse_stage},
+            "stage": {"align": LossConfig().align_stage},
             "steps": {name: {"img_per_s": r["img_per_s"], "median_s": r["median_s"], "cost": r["median_s"] / plain}
                       for name, r in rows.items()}}

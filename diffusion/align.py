@@ -1,7 +1,7 @@
-"""Training-only terms on the U-Net's hidden states: representation alignment and the dispersive loss.
+"""A training-only term on the U-Net's hidden state: representation alignment.
 
-Both read the hidden state h [B, C, h, w] of one U-Net stage on the noisy input x_t, taken by a
-forward hook (`Tap`) so the network itself is unchanged; the sampler and the release never see them.
+It reads the hidden state h [B, C, h, w] of one U-Net stage on the noisy input x_t, taken by a
+forward hook (`Tap`) so the network itself is unchanged; the sampler and the release never see it.
 
 Representation alignment (loss.align; REPA, Yu et al. 2024, arXiv 2410.06940; U-REPA aligns a
 U-Net's middle stage, arXiv 2503.18414). A teacher (diffusion/teacher.py) gives features y of the
@@ -13,10 +13,7 @@ rather than what the image is as a whole:
 The teacher's map is pooled (or upsampled) to the stage's size. HASTE (arXiv 2505.16792) switches the
 term off after an early phase: loss.align_until.
 
-Dispersive loss (loss.disperse; Wang & He 2025, arXiv 2506.09027, the InfoNCE variant with squared
-L2 distance): the batch's hidden states repel each other, with no teacher and no parameters:
-    z_i = h_i flattened (D numbers)
-    L_disp = log mean_{i, j} exp(-||z_i - z_j||^2 / (D tau))         over all B x B pairs, i = j included
+The dispersive loss (Wang & He 2025) was measured in the pilot and left the code: docs/design.md.
 """
 from __future__ import annotations
 
@@ -83,13 +80,6 @@ def align_loss(projected: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -F.cosine_similarity(projected.float(), y, dim=1).mean()
 
 
-def dispersive_loss(h: torch.Tensor, tau: float) -> torch.Tensor:
-    """L_disp = log mean_{i, j} exp(-||z_i - z_j||^2 / (D tau)), z_i = h_i flattened."""
-    z = h.float().flatten(1)
-    d2 = torch.cdist(z, z).pow(2) / z.shape[1]
-    return torch.logsumexp(-d2.flatten() / tau, dim=0) - torch.log(torch.tensor(float(d2.numel())))
-
-
 def stage_channels(model: UNet, stage: str) -> int:
     """C of a stage's hidden state."""
     if stage == "mid":
@@ -98,7 +88,7 @@ def stage_channels(model: UNet, stage: str) -> int:
 
 
 class HiddenTerms:
-    """The loss.align and loss.disperse terms of a run: taps on the training model, the projection
+    """The loss.align term of a run: a tap on the training model, the projection
     (trained with the U-Net, kept in the training state, never in a release) and the teacher's features.
 
         extra, parts = terms(idx, flip, step)     after the forward pass of the step
@@ -108,27 +98,21 @@ class HiddenTerms:
         self.cfg = cfg
         self.features = features
         self.align_tap = Tap(stage_module(model, cfg.align_stage)) if cfg.align > 0 else None
-        self.disperse_tap = None
-        if cfg.disperse > 0:
-            self.disperse_tap = (self.align_tap if self.align_tap and cfg.disperse_stage == cfg.align_stage
-                                 else Tap(stage_module(model, cfg.disperse_stage)))
         self.projection = (Projection(stage_channels(model, cfg.align_stage), features.dim)
                            if cfg.align > 0 else None)
 
     def __bool__(self) -> bool:
-        return self.align_tap is not None or self.disperse_tap is not None
+        return self.align_tap is not None
 
     def names(self) -> list[str]:
         """The terms in use, as named in the loss history."""
-        return (["align"] if self.align_tap else []) + (["disperse"] if self.disperse_tap else [])
+        return ["align"] if self.align_tap else []
 
     def describe(self) -> str:
         c, parts = self.cfg, []
         if self.align_tap:
             until = f", off from step {c.align_until}" if c.align_until else ""
             parts.append(f"align {c.align:g} x cos(proj(h_{c.align_stage}), teacher's {self.features.dim}-dim map){until}")
-        if self.disperse_tap:
-            parts.append(f"disperse {c.disperse:g} x InfoNCE-L2 of h_{c.disperse_stage} (tau {c.disperse_tau:g})")
         return "; ".join(parts)
 
     def aligning(self, step: int) -> bool:
@@ -144,7 +128,4 @@ class HiddenTerms:
             target = resized(self.features.batch(idx, flip).to(h.device, torch.float32), tuple(h.shape[-2:]))
             term = align_loss(self.projection(h.float()), target)
             extra, parts["align"] = extra + self.cfg.align * term, term.detach()
-        if self.disperse_tap is not None:
-            term = dispersive_loss(self.disperse_tap.value, self.cfg.disperse_tau)
-            extra, parts["disperse"] = extra + self.cfg.disperse * term, term.detach()
         return extra, parts

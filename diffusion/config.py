@@ -90,11 +90,6 @@ class LossConfig:
     align_stage: str = "mid"         # "mid" (the 4x4 middle), "enc<L>" / "dec<L>" (the last block of level L)
     align_until: int = 0             # the step from which the term is off (HASTE's early stop; 0: never off)
     teacher: str = "checkpoints/teacher/teacher.pt"  # the teacher's weights (python -m diffusion.train_teacher)
-    # The dispersive loss (Wang & He 2025): log mean_ij exp(-||z_i - z_j||^2 / (D tau)) over the batch's
-    # hidden states at `disperse_stage`; no teacher, no extra parameters.
-    disperse: float = 0.0            # weight (0: off)
-    disperse_stage: str = "mid"
-    disperse_tau: float = 0.5
 
 
 @dataclass
@@ -108,7 +103,8 @@ class SampleConfig:
 class DiffusionConfig:
     # Keys of stored configs that every run now has at one value (plumbing/config.py, without_retired).
     RETIRED: ClassVar[dict] = {"ae.norm": "channel", "train.weight_decay": 0.0, "train.channels_last": False,
-                               "cond.table": None, "train.augment": 0.0}
+                               "cond.table": None, "train.augment": 0.0,
+                               "loss.disperse": 0.0, "loss.disperse_stage": "mid", "loss.disperse_tau": 0.5}
     seed: int = 0
     device: str = "auto"
     run_name: str = "ldm"
@@ -148,16 +144,12 @@ class DiffusionConfig:
         if not self.train.log_snr_std > 0:
             raise UserError(f"train.log_snr_std={self.train.log_snr_std} must be positive")
         check_range("loss.align", self.loss.align, 0)
-        check_range("loss.disperse", self.loss.disperse, 0)
-        check_range("loss.disperse_tau", self.loss.disperse_tau, 0, low_open=True)
         if self.loss.align_until < 0:
             raise UserError(f"loss.align_until={self.loss.align_until} must be >= 0 (0: the term stays on)")
-        for key in ("align_stage", "disperse_stage"):
-            stage = getattr(self.loss, key)
-            if not (stage == "mid" or (stage[:3] in ("enc", "dec") and stage[3:].isdigit()
-                                       and int(stage[3:]) < len(m.channels))):
-                raise UserError(f"loss.{key}={stage} must be mid, enc<L> or dec<L> with a level L in "
-                                f"0..{len(m.channels) - 1}")
+        stage = self.loss.align_stage
+        if not (stage == "mid" or (stage[:3] in ("enc", "dec") and stage[3:].isdigit() and int(stage[3:]) < len(m.channels))):
+            raise UserError(f"loss.align_stage={stage} must be mid, enc<L> or dec<L> with a level L in "
+                            f"0..{len(m.channels) - 1}")
         if self.train.max_steps < 0:
             raise UserError(f"train.max_steps={self.train.max_steps} must be >= 0 (0: the epochs decide)")
         if self.train.ckpt_every < 0:

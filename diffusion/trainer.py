@@ -205,7 +205,7 @@ def train(cfg: DiffusionConfig, out: str | None = None, resumed: Resumed | None 
     sampler_model = build_unet(cfg, space.shape[0]).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"U-Net {n_params / 1e6:.2f}M parameters")
-    # loss.align / loss.disperse: hooks on the training model's hidden states; the alignment's projection
+    # loss.align: a hook on the training model's hidden state; the alignment's projection
     # trains with the U-Net and lives in the training state only (diffusion/align.py)
     terms = HiddenTerms(cfg.loss, model, features)
     projection = terms.projection.to(device) if terms.projection is not None else None

@@ -13,7 +13,7 @@ import torch
 
 import diffusion.train as dtrain
 import diffusion.trainer as dtrainer
-from diffusion.align import (HiddenTerms, align_loss, dispersive_loss, resized, spatially_normalised, stage_channels,
+from diffusion.align import (HiddenTerms, align_loss, resized, spatially_normalised, stage_channels,
                              stage_module)
 from diffusion.config import DiffusionConfig, LossConfig
 from diffusion.teacher import COMMAND, TeacherConfig, features_cache, load_teacher
@@ -29,17 +29,6 @@ TERMS_RUN = ["train.epochs=3", "train.ckpt_every=2", "train.keep_last=5"]
 
 
 # --- the formulas -----------------------------------------------------------------------------------
-
-def test_dispersive_loss_is_the_log_mean_exp_of_all_pairs():
-    h = torch.randn(5, 3, 2, 2, generator=torch.Generator().manual_seed(0))
-    z = h.flatten(1)
-    d = z.shape[1]
-    brute = math.log(sum(math.exp(-float((z[i] - z[j]).pow(2).sum()) / (d * 0.5)) for i in range(5) for j in range(5)) / 25)
-    assert dispersive_loss(h, 0.5).item() == pytest.approx(brute, rel=1e-5)
-    # identical states: every distance 0, log 1 = 0, the largest value; spread states go below
-    assert dispersive_loss(h[:1].expand(5, -1, -1, -1), 0.5).item() == pytest.approx(0.0, abs=1e-6)
-    assert dispersive_loss(3 * h, 0.5) < dispersive_loss(h, 0.5) < 0
-
 
 def test_alignment_target_is_normalised_over_positions_and_the_loss_is_minus_the_cosine():
     y = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(1)) + 5.0  # a large shared component
@@ -71,11 +60,11 @@ def test_the_switch_off_step():
     assert terms.aligning(9) and not terms.aligning(10)
     assert HiddenTerms(LossConfig(align=1.0), model, features).aligning(10 ** 6)
     assert not HiddenTerms(LossConfig(), model)
-    assert HiddenTerms(LossConfig(disperse=0.5), model).names() == ["disperse"]
+    assert HiddenTerms(LossConfig(align=1.0), model, features).names() == ["align"]
 
 
-@pytest.mark.parametrize("key, value", [("loss.align", "-1"), ("loss.disperse_tau", "0"), ("loss.align_stage", "enc5"),
-                                        ("loss.disperse_stage", "middle"), ("loss.align_until", "-3")])
+@pytest.mark.parametrize("key, value", [("loss.align", "-1"), ("loss.align_stage", "enc5"), ("loss.align_stage", "middle"),
+                                        ("loss.align_until", "-3"), ("loss.disperse", "0.5")])
 def test_bad_term_settings_fail_before_any_work(key, value):
     with pytest.raises(UserError, match=key.replace(".", r"\.")):
         load_config(DiffusionConfig, None, [f"{key}={value}"])
@@ -114,20 +103,20 @@ def test_teacher_features_map_and_its_record(teacher):
     assert model.features(torch.zeros(3, 3, 16, 16)).shape == (3, 8, 4, 4)
 
 
-def test_training_with_both_terms_keeps_them_out_of_the_model(sprite_dir, teacher, tmp_path):
+def test_training_with_alignment_keeps_it_out_of_the_model(sprite_dir, teacher, tmp_path):
     cfg = _config(sprite_dir, tmp_path / "cache", "loss.align=0.5", f"loss.teacher={teacher}", "loss.align_stage=enc1",
-                  "loss.align_until=4", "loss.disperse=0.5")
+                  "loss.align_until=4")
     result = _train(cfg, tmp_path / "run")
     run = Path(result["run_dir"])
     state = load_checkpoint(sorted(run.glob("state-*.pt"))[-1])
     assert state["projection"].keys() == {"net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"}
     history = state["progress"]["history"]
-    assert len(history["align"]) == 4 < len(history["disperse"]) == len(history["loss"])  # align off from step 4
+    assert len(history["align"]) == 4 < len(history["loss"])  # align off from step 4
     ckpt = load_checkpoint(run / "diffusion.pt", kind="diffusion")
     assert ckpt["model"].keys() == ckpt["ema"].keys()
     assert not any(k.startswith("projection") or "net." in k for k in ckpt["ema"])
     metrics = result
-    assert math.isfinite(metrics["final_align_mean_last_epoch"]) and math.isfinite(metrics["final_disperse_mean_last_epoch"])
+    assert math.isfinite(metrics["final_align_mean_last_epoch"])
     # the features were cached under the teacher's sha256 and these images, and are reused as they are
     cache = list((tmp_path / "cache").glob(f"teacher_{file_sha256(teacher)[:16]}_*.pt"))
     assert len(cache) == 1
@@ -137,7 +126,7 @@ def test_training_with_both_terms_keeps_them_out_of_the_model(sprite_dir, teache
 
 
 def test_terms_off_leave_the_run_as_it_was(sprite_dir, tmp_path):
-    """loss.align=0 and loss.disperse=0 (the defaults): the same weights whatever the terms' other settings."""
+    """loss.align=0 (the default): the same weights whatever the term's other settings."""
     a = _train(_config(sprite_dir, tmp_path / "cache"), tmp_path / "a")
     b = _train(_config(sprite_dir, tmp_path / "cache", "loss.align_stage=enc0", "loss.teacher=nowhere.pt"), tmp_path / "b")
     wa, wb = (load_checkpoint(Path(r["run_dir"]) / "diffusion.pt", kind="diffusion")["model"] for r in (a, b))
@@ -145,7 +134,7 @@ def test_terms_off_leave_the_run_as_it_was(sprite_dir, tmp_path):
 
 
 def test_a_stopped_aligned_run_resumes_to_the_same_weights(sprite_dir, teacher, tmp_path, monkeypatch):
-    overrides = ["loss.align=0.5", f"loss.teacher={teacher}", "loss.disperse=0.2", "train.max_steps=6"]
+    overrides = ["loss.align=0.5", f"loss.teacher={teacher}", "train.max_steps=6"]
     args = [f"data.root={sprite_dir}", f"data.cache_dir={tmp_path / 'cache'}", "space=pixel", *TINY_DIFFUSION,
             *TERMS_RUN, *overrides]
     monkeypatch.delenv("POKEMON_DATA", raising=False)
