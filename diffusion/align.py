@@ -109,11 +109,11 @@ class HiddenTerms:
         return ["align"] if self.align_tap else []
 
     def describe(self) -> str:
-        c, parts = self.cfg, []
-        if self.align_tap:
-            until = f", off from step {c.align_until}" if c.align_until else ""
-            parts.append(f"align {c.align:g} x cos(proj(h_{c.align_stage}), teacher's {self.features.dim}-dim map){until}")
-        return "; ".join(parts)
+        c = self.cfg
+        if not self.align_tap:
+            return ""
+        until = f", off from step {c.align_until}" if c.align_until else ""
+        return f"align {c.align:g} x cos(proj(h_{c.align_stage}), teacher's {self.features.dim}-dim map){until}"
 
     def aligning(self, step: int) -> bool:
         """Whether the alignment term is on at this step (loss.align_until: off from that step on)."""

@@ -147,7 +147,8 @@ class DiffusionConfig:
         if self.loss.align_until < 0:
             raise UserError(f"loss.align_until={self.loss.align_until} must be >= 0 (0: the term stays on)")
         stage = self.loss.align_stage
-        if not (stage == "mid" or (stage[:3] in ("enc", "dec") and stage[3:].isdigit() and int(stage[3:]) < len(m.channels))):
+        if not (stage == "mid" or (stage[:3] in ("enc", "dec") and stage[3:].isdigit()
+                                   and int(stage[3:]) < len(m.channels))):
             raise UserError(f"loss.align_stage={stage} must be mid, enc<L> or dec<L> with a level L in "
                             f"0..{len(m.channels) - 1}")
         if self.train.max_steps < 0:

@@ -153,6 +153,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine_name() -> str:
+    """The machine as a measurement file names it: its CPU model and core count."""
+    return f"{cpu_model()}, {os.cpu_count()} cores"
+
+
 def machine_summary(device: torch.device) -> dict:
     """What a run was measured on, for metrics.json: CPU model, cores, torch threads, torch version,
     and the GPU's name on CUDA. Two runs with equal summaries ran on the same kind of machine."""

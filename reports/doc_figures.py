@@ -27,13 +27,12 @@ from __future__ import annotations
 import csv
 import datetime
 import json
-import os
 import re
 from pathlib import Path
 from typing import Callable
 
 from plumbing.cli import UserError
-from plumbing.device import cpu_model
+from plumbing.device import machine_name
 
 REPO = Path(__file__).resolve().parent.parent
 MEASUREMENTS = Path("docs/measurements")
@@ -348,14 +347,20 @@ def forward_table(src: Sources) -> str:
             f"*{LATENT_VS_PIXEL} (the latents: the corpus VAE, the release's; {src.provenance[str(LATENT_VS_PIXEL)]}).*\n")
 
 
+def along_arms(p: dict, cell: Callable[[dict], str], step_every: int = 1) -> str:
+    """A table of one value per state along a pilot's arms (a measurement file with "runs" of "points"
+    and "names"): a row per step (multiples of `step_every`), a column per arm, empty where an arm has no state."""
+    arms = {r["run"]: {pt["step"]: pt for pt in r["points"]} for r in p["runs"]}
+    steps = sorted({step for points in arms.values() for step in points if step % step_every == 0})
+    rows = [[f"{step:,}", *(cell(points[step]) if step in points else "" for points in arms.values())]
+            for step in steps]
+    return markdown_table(["step", *(p["names"][run] for run in arms)], rows)
+
+
 def pilot_shape_error(src: Sources) -> str:
     """The pilot's arms at equal steps: the held-out x0 error at SNR 0.04-0.18 of each state (lower is better)."""
     p = src.pilot
-    arms = {r["run"]: {pt["step"]: pt["error"] for pt in r["points"]} for r in p["runs"]}
-    steps = sorted({step for points in arms.values() for step in points if step % 2500 == 0})
-    rows = [[f"{step:,}", *(f"{points[step]:.4f}" if step in points else "" for points in arms.values())]
-            for step in steps]
-    table = markdown_table(["step", *(p["names"][run] for run in arms)], rows)
+    table = along_arms(p, lambda pt: f"{pt['error']:.4f}", step_every=2500)
     return (f"\n{table}\n\n*{PILOT}: {p['n']} held-out images, {len(p['snr_levels'])} noise levels from SNR "
             f"{p['snr_levels'][0]} to {p['snr_levels'][-1]}, the same noise for every state; {p['machine']}, {p['date']}.*\n")
 
@@ -374,14 +379,7 @@ def pilot_species(src: Sources) -> str:
 def pilot_species_trend(src: Sources) -> str:
     """The species hits along the pilot's arms (reports.species_trend): top-5 (top-1) at each state."""
     p = src.pilot_trend
-    arms = {r["run"]: {pt["step"]: pt for pt in r["points"]} for r in p["runs"]}
-    steps = sorted({step for points in arms.values() for step in points})
-
-    def cell(pt: dict | None) -> str:
-        return f"{pt['top5']:.3f} ({pt['top1']:.3f})" if pt else ""
-
-    rows = [[f"{step:,}", *(cell(points.get(step)) for points in arms.values())] for step in steps]
-    table = markdown_table(["step", *(p["names"][run] for run in arms)], rows)
+    table = along_arms(p, lambda pt: f"{pt['top5']:.3f} ({pt['top1']:.3f})")
     return (f"\n{table}\n\n*{PILOT_TREND}: species in PokeNet's top 5 (top 1) of {p['n']} random-species samples "
             f"(DDIM-50, guidance {p['guidance']:g}, seed {p['seed']}, the same species and noise at every state); "
             f"{p['machine']}, {p['date']}.*\n")
@@ -470,7 +468,7 @@ def record_sample_set(name: str, metrics_path: Path, model: str, sampler: str, r
         raise UserError(f"{metrics_path} is not a readable metrics.json ({err}); write it with python -m reports.metrics")
     if not m.get("creature"):
         raise UserError(f"{metrics_path} has no creature measures; run python -m reports.metrics without --no-pokenet")
-    today, machine = datetime.date.today().isoformat(), f"{cpu_model()}, {os.cpu_count()} cores"
+    today, machine = datetime.date.today().isoformat(), machine_name()
     samples = m["samples"]
     species = (m.get("species") or {}).get("hits") or {}
     memorised = samples.get("memorisation_all_sources", samples["memorisation"])["rate"]

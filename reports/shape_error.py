@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import os
 from pathlib import Path
 
 import matplotlib
@@ -29,7 +28,7 @@ from tqdm import tqdm
 from diffusion.denoiser import predict_x0
 from diffusion.pipeline import load_diffusion
 from plumbing.cli import UserError, run_main, user_path
-from plumbing.device import cpu_model
+from plumbing.device import machine_name
 from plumbing.resume import run_points
 from plumbing.runs import writable_dir, write_json
 from sprites.config import DataConfig
@@ -109,8 +108,7 @@ def main(argv: list[str]) -> None:
             tqdm.write(f"{run.name} step {step}: held-out x0 error {rows[-1]['error']:.4f}")
         results.append({"run": str(run), "points": rows})
     snr_levels = [round(math.exp(v), 4) for v in log_snrs.tolist()]
-    machine = f"{cpu_model()}, {os.cpu_count()} cores"
-    write_json({"n": args.n, "seed": args.seed, "snr_levels": snr_levels, "machine": machine,
+    write_json({"n": args.n, "seed": args.seed, "snr_levels": snr_levels, "machine": machine_name(),
                 "date": datetime.date.today().isoformat(), "runs": results}, out / "shape_error.json")
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for r in results:

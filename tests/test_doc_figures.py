@@ -33,7 +33,8 @@ def test_the_docs_quote_the_named_figures():
 
 def test_every_measurement_names_its_machine_and_when():
     src = figs.Sources()
-    for row in [*src.sets.values(), *src.bench_runs, *src.runs.values(), *src.timings.values(), src.pilot]:
+    for row in [*src.sets.values(), *src.bench_runs, *src.runs.values(), *src.timings.values(), src.pilot,
+                src.pilot_trend]:
         assert row["machine"].strip(), row
         assert "cores" in row["machine"], row
         assert row.get("date") or row.get("provenance"), row
