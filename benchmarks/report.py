@@ -6,6 +6,7 @@ MEMORY_LIMIT_MB = 4096  # "peak memory of default training <= 4 GB"
 DECODE_LIMIT_S = 300.0  # decoding and caching the whole corpus on 2 cores
 BATCH_HEADROOM = 10.0   # batches come at least this many times faster than a training step takes them
 UNET_SPEEDUP = 1.3      # "our U-Net step at least 1.3x the img/s of diffusers' UNet2DModel"
+CEILING_SHARE = 0.6     # "the long run's training step at 60% of the machine's matmul rate"
 
 
 def target(name: str, measured: float | None, threshold: float, at_least: bool, unit: str,
@@ -58,6 +59,11 @@ def targets(tree: dict) -> list[dict]:
         ours = inputs["latent"]["models"].get("pokediffusion", {})
         rows.append(target(f"peak memory of LDM training ({tree['unet']['config']}, batch {ours.get('batch')})",
                            ours.get("peak_rss_mb"), MEMORY_LIMIT_MB, False, "MB"))
+    if "phases" in tree.get("profile", {}) and "machine" in tree:
+        p = tree["profile"]
+        precision = "bf16" if p["bf16"] else "fp32"
+        rows.append(target(f"training step of {with_overrides(p)}: share of the {precision} matmul ceiling",
+                           100 * ceiling_share(p, tree["machine"]), 100 * CEILING_SHARE, True, "%"))
     if "sampling" in tree and "ddim" in tree["sampling"]:
         s = tree["sampling"]
         rows.append(target(f"{s['n']} DDIM-{s['ddim']['steps']} samples, decoded", s["ddim"]["seconds"], 15.0,
@@ -140,15 +146,36 @@ def terms_table(terms: dict) -> str:
     return table([f"U-Net step, batch {terms['batch']}", "img/s", "time vs x0 MSE alone"], rows)
 
 
+def ceiling_share(step: dict, machine: dict) -> float:
+    """A step's achieved GFLOP/s over the machine's matmul GFLOP/s in the step's precision."""
+    return step["gflop_per_s"] / machine["matmul"]["bf16" if step["bf16"] else "fp32"]["gflop_per_s"]
+
+
+def profile_table(p: dict) -> str:
+    """The trainer's step phase by phase (median seconds, share), then the profiled operator classes."""
+    rows = [[name, f"{r['median_s'] * 1000:.1f}", f"{r['share']:.1%}"] for name, r in p["phases"].items()]
+    rows.append([f"whole step ({p['layout']})", f"{p['median_s'] * 1000:.1f}",
+                 f"{p['img_per_s']:.1f} img/s, {p['gflop_per_s']:.0f} GFLOP/s"])
+    rows += [[f"whole step in {name}", f"{r['median_s'] * 1000:.1f}", f"{r['img_per_s']:.1f} img/s"]
+             for name, r in p["layouts"].items() if name != p["layout"]]
+    ops = [[name, f"{share:.1%}"] for name, share in sorted(p["operators"].items(), key=lambda kv: -kv[1])]
+    return "\n\n".join([table([f"phase (batch {p['batch']})", "ms", "share"], rows),
+                         table(["operators (profiled CPU time)", "share"], ops)])
+
+
 def sampling_table(s: dict) -> str:
     """DDIM and DDPM sampling times (decode included), with the time per denoising step."""
     rows = []
     for sampler in ("ddim", "ddpm"):
         if sampler in s:
             r = s[sampler]
-            rows.append([f"{s['n']} samples, {sampler.upper()} {r['steps']} steps + decode", f"{r['seconds']:.2f}",
-                         f"{r['seconds'] / r['steps'] * 1000:.0f}", str(r["repeats"]),
+            rows.append([f"{s['n']} samples, {sampler.upper()} {r['steps']} steps + decode ({s['layout']})",
+                         f"{r['seconds']:.2f}", f"{r['seconds'] / r['steps'] * 1000:.0f}", str(r["repeats"]),
                          fmt(s.get("peak_rss_mb"), ".0f")])
+            if sampler == "ddim":
+                rows += [[f"{s['n']} samples, DDIM {r['steps']} steps + decode ({name})", f"{seconds:.2f}",
+                          f"{seconds / r['steps'] * 1000:.0f}", str(r["repeats"]), ""]
+                         for name, seconds in s["ddim_layouts"].items() if name != s["layout"]]
     return table(["sampling (latent " + "x".join(map(str, s["latent_shape"][1:])) + f"x{s['latent_shape'][0]})",
                   "seconds", "ms/step", "timed runs", "peak RSS MB"], rows)
 
@@ -204,6 +231,10 @@ def markdown(results: dict) -> str:
         parts += ["### The hidden-state terms", terms_table(tree["unet"]["terms"]),
                   "Our latent U-Net step with the training-only terms of diffusion/align.py at weight 0.5 on their "
                   "default stage (the teacher's features are noise of the shipped teacher's shape)."]
+    if "phases" in tree.get("profile", {}):
+        parts += ["### Where the training step's time goes", profile_table(tree["profile"]),
+                  f"The trainer's step of {with_overrides(tree['profile'])} on a fixed batch "
+                  "(benchmarks/step_profile.py): phases by the wall clock (median), operators by torch's profiler."]
     if "sampling" in tree and "ddim" in tree["sampling"]:
         parts += ["### Sampling", sampling_table(tree["sampling"]), tree["sampling"]["note"]]
     if "data" in tree:

@@ -4,6 +4,8 @@ The same path as `python -m diffusion.sample` (make_denoiser, ddim_sample / ddpm
 space's decode, torch.inference_mode), but with an untrained U-Net of the ldm config and an untrained
 VAE of the ae config, both randomly initialised from a fixed seed, so the benchmark needs no
 checkpoint: the time of a sampling run does not depend on the weights' values, only on the shapes.
+DDIM is timed in the network's layout (diffusion/denoiser.py, network_layout) and, round by round
+with it, in the other one (NCHW or channels-last).
 """
 from __future__ import annotations
 
@@ -14,10 +16,10 @@ import torch
 
 from autoencoder.config import AEConfig
 from autoencoder.latents import build_vae
-from benchmarks.harness import Plan, median_seconds
+from benchmarks.harness import LAYOUTS, Plan, interleaved_medians
 from diffusion.config import DiffusionConfig
 from diffusion.samplers import ddim_sample, ddpm_sample
-from diffusion.denoiser import build_schedule, build_unet, make_denoiser
+from diffusion.denoiser import build_schedule, build_unet, make_denoiser, network_layout
 from diffusion.space import LatentSpace
 from plumbing.config import load_config
 from plumbing.device import bf16_pays
@@ -27,7 +29,8 @@ CPU = torch.device("cpu")
 
 def untrained_pipeline(ae_config: str | Path, ae_overrides: list[str], ldm_config: str | Path,
                        ldm_overrides: list[str], seed: int = 0):
-    """(denoiser, schedule, latent space, config) from seeded random weights, as diffusion.sample builds them."""
+    """({layout: denoiser}, schedule, latent space, config) from seeded random weights, as diffusion.sample
+    builds them; a denoiser of the same U-Net for each layout of benchmarks/harness.py."""
     ae_cfg = load_config(AEConfig, ae_config, list(ae_overrides))
     cfg = load_config(DiffusionConfig, ldm_config, list(ldm_overrides))
     torch.manual_seed(seed)
@@ -38,7 +41,8 @@ def untrained_pipeline(ae_config: str | Path, ae_overrides: list[str], ldm_confi
     unet = build_unet(cfg, c).eval().requires_grad_(False)
     schedule = build_schedule(cfg)
     use_bf16 = cfg.train.bf16 and bf16_pays(CPU)
-    return make_denoiser(unet, CPU, use_bf16), schedule, space, cfg
+    denoisers = {name: make_denoiser(unet, CPU, use_bf16, layout=fmt) for name, fmt in LAYOUTS.items()}
+    return denoisers, schedule, space, cfg
 
 
 def sample_and_decode(denoise, schedule, space, n: int, sampler: str, steps: int, eta: float, seed: int = 0) -> None:
@@ -55,14 +59,22 @@ def sample_and_decode(denoise, schedule, space, n: int, sampler: str, steps: int
 
 def measure_sampling(ae_config: str | Path, ae_overrides: list[str], ldm_config: str | Path, ldm_overrides: list[str],
                      n: int, ddim_steps: int, plan: Plan, ddpm: bool = True) -> dict:
-    """Seconds for n DDIM samples (median under `plan`, after a 2-step warm-up run) and for n DDPM
-    samples over all T steps (one run: it takes T / ddim_steps times as long), decode included (a benchmark job)."""
-    denoise, schedule, space, cfg = untrained_pipeline(ae_config, ae_overrides, ldm_config, ldm_overrides)
-    sample_and_decode(denoise, schedule, space, n, "ddim", 2, cfg.sample.eta)  # warm-up
-    ddim_s, repeats = median_seconds(
-        lambda: sample_and_decode(denoise, schedule, space, n, "ddim", ddim_steps, cfg.sample.eta), plan)
-    result = {"n": n, "latent_shape": list(space.shape), "bf16": cfg.train.bf16 and bf16_pays(CPU),
-              "ddim": {"steps": ddim_steps, "eta": cfg.sample.eta, "seconds": ddim_s, "repeats": repeats}}
+    """Seconds for n DDIM samples in each layout (medians under `plan`, round by round, after a 2-step
+    warm-up run each; "ddim" is the network's own layout) and for n DDPM samples over all T steps in
+    the network's layout (one run: it takes T / ddim_steps times as long), decode included (a benchmark job)."""
+    denoisers, schedule, space, cfg = untrained_pipeline(ae_config, ae_overrides, ldm_config, ldm_overrides)
+    use_bf16 = cfg.train.bf16 and bf16_pays(CPU)
+    own = next(name for name, fmt in LAYOUTS.items() if fmt == network_layout(CPU, use_bf16))
+    for denoise in denoisers.values():
+        sample_and_decode(denoise, schedule, space, n, "ddim", 2, cfg.sample.eta)  # warm-up
+    timed = interleaved_medians(
+        {name: lambda d=denoise: sample_and_decode(d, schedule, space, n, "ddim", ddim_steps, cfg.sample.eta)
+         for name, denoise in denoisers.items()}, plan)
+    ddim_s, repeats = timed[own]
+    result = {"n": n, "latent_shape": list(space.shape), "bf16": use_bf16, "layout": own,
+              "ddim": {"steps": ddim_steps, "eta": cfg.sample.eta, "seconds": ddim_s, "repeats": repeats},
+              "ddim_layouts": {name: seconds for name, (seconds, _) in timed.items()}}
+    denoise = denoisers[own]
     if ddpm:
         t0 = time.perf_counter()
         sample_and_decode(denoise, schedule, space, n, "ddpm", schedule.T, 0.0)

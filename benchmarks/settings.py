@@ -16,6 +16,7 @@ from benchmarks.unet_step import LDM_CONFIG, pixel_config_path
 
 REPO = Path(__file__).resolve().parents[1]
 AE_CONFIG = REPO / "configs" / "ae.yaml"
+SPECIES_CONFIG = REPO / "configs" / "ldm_species.yaml"
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class Settings:
     ae_overrides: tuple[str, ...] = ()
     unet_overrides: tuple[str, ...] = ()   # for the latent and the pixel U-Nets, and for sampling
     batch: int | None = None               # None: each config's train.batch_size
+    profile_config: Path = SPECIES_CONFIG  # the step whose time is broken down: the long run's recipe
+    profile_overrides: tuple[str, ...] = ("loss.align=0.5",)
+    profile_steps: int = 10
     step_plan: Plan = Plan()
     matmul_size: int = 2048
     matmul_repeats: int = 5
@@ -57,6 +61,7 @@ def quick_settings(batch: int | None = None, data_root: Path | None = None, corp
     data section only on a corpus given explicitly (decoding the real one takes a minute)."""
     one = Plan(warmup=1, repeats=1, min_repeats=1, budget_s=0.0)
     return Settings(quick=True, pixel_config=pixel_config_path(), ae_overrides=QUICK_AE, unet_overrides=QUICK_UNET,
+                    profile_overrides=QUICK_UNET + ("loss.align=0.5",), profile_steps=1,
                     batch=batch or 2, step_plan=one, matmul_size=64, matmul_repeats=1, samples=2, ddim_steps=2,
                     sampling_plan=Plan(warmup=0, repeats=1, min_repeats=1, budget_s=0.0),
                     data_root=Path(data_root) if data_root else REPO / "data" / "pokemon",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from autoencoder.config import AEConfig
-from benchmarks import ae_step, unet_step
+from benchmarks import ae_step, step_profile, unet_step
 from benchmarks.data_loading import measure_data
 from benchmarks.harness import speedup
 from benchmarks.jobs import JobError, run_job
@@ -23,7 +23,7 @@ from benchmarks.settings import REPO, Settings
 from diffusion.config import DiffusionConfig
 from plumbing.config import load_config
 
-SECTIONS = ("machine", "ae", "unet", "sampling", "data")
+SECTIONS = ("machine", "ae", "unet", "profile", "sampling", "data")
 LDM_NOTE = ("The LDM step excludes the AE: training encodes the sprites once and caches the latents "
             "(diffusion/space.py, LatentSpace.prepare), so an LDM training step is a U-Net step on the latents.")
 SAMPLING_NOTE = ("Untrained, seeded U-Net (ldm config) and VAE (ae config): the sampling time depends on the "
@@ -96,6 +96,12 @@ def plan_jobs(s: Settings, sections: tuple[str, ...]) -> list[Job]:
         jobs.append(Job(("machine",), "machine ceilings", "machine", measure_machine,
                         {"matmul_size": s.matmul_size, "repeats": s.matmul_repeats}))
     jobs += step_jobs(s, sections, "pokediffusion")
+    if "profile" in sections:
+        shape = unet_inputs(s)["latent"][1]
+        jobs.append(Job(("profile",), f"the training step of {relative(s.profile_config)} on {shape_label(shape)}, "
+                        "phase by phase", "step profile", step_profile.measure_profile,
+                        {"config": s.profile_config, "overrides": list(s.profile_overrides), "shape": shape,
+                         "batch": s.batch, "plan": s.step_plan, "steps": s.profile_steps}))
     if "sampling" in sections:
         jobs.append(Job(("sampling",), f"sampling {s.samples} (DDIM {s.ddim_steps}, DDPM all T), decoded",
                         "sampling", measure_sampling,
@@ -128,6 +134,8 @@ def skeleton(s: Settings, sections: tuple[str, ...]) -> dict:
                         "overrides": list(s.unet_overrides), "note": LDM_NOTE,
                         "inputs": {key: {"shape": list(shape), "label": shape_label(shape), "models": {}}
                                    for key, (_, shape) in unet_inputs(s).items()}}
+    if "profile" in sections:
+        tree["profile"] = {"config": relative(s.profile_config), "overrides": list(s.profile_overrides)}
     if "sampling" in sections:
         tree["sampling"] = {"note": SAMPLING_NOTE}
     return tree
@@ -166,6 +174,9 @@ def job_summary(result: dict) -> str:
     """One progress line's worth of a job's result."""
     if "note" in result or "error" in result:
         return result.get("note") or f"error: {result['error']}"
+    if "phases" in result:
+        phases = ", ".join(f"{name} {p['share']:.0%}" for name, p in result["phases"].items())
+        return f"{result['img_per_s']:.1f} img/s: {phases}"
     if "img_per_s" in result:
         return f"{result['img_per_s']:.1f} img/s ({result['best_layout']}), peak {result['peak_rss_mb']:.0f} MB"
     if "ddim" in result:

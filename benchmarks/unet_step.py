@@ -126,6 +126,12 @@ def measure_unet(model: str, config: str | Path, overrides: list[str], shape: tu
             "shape": list(shape), "bf16": use_bf16}
 
 
+def noise_teacher(batch: int, gen: torch.Generator, dim: int = 64, side: int = 8) -> TeacherFeatures:
+    """Teacher features of a batch (and its mirror images) as fp16 noise of the shipped teacher's shape:
+    what loss.align costs does not depend on their values."""
+    return TeacherFeatures(torch.randn(2, batch, dim, side, side, generator=gen).half())
+
+
 # The hidden-state term of diffusion/align.py at its documented weight, on the config's stage.
 TERMS = {"x0 MSE": LossConfig(), "+ loss.align": LossConfig(align=0.5)}
 
@@ -136,7 +142,7 @@ def measure_terms(config: str | Path, overrides: list[str], shape: tuple[int, in
     the step's img/s with it, in NCHW, against the plain x0 MSE step. The teacher's features are
     Gaussian noise of the shipped teacher's shape (the cost does not depend on their values)."""
     cfg, batch, use_bf16, x0, t, xt, gen = step_inputs(config, overrides, shape, batch)
-    features = TeacherFeatures(torch.randn(2, batch, teacher_dim, teacher_side, teacher_side, generator=gen).half())
+    features = noise_teacher(batch, gen, teacher_dim, teacher_side)
     rows = {}
     for name, loss_cfg in TERMS.items():
         torch.manual_seed(0)

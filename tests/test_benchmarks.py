@@ -17,6 +17,7 @@ from benchmarks.jobs import JobError, isolation_available, run_job
 from benchmarks.reference import NOT_INSTALLED, diffusers_version
 from benchmarks.report import target, targets_table, unet_shortfall
 from benchmarks.settings import QUICK_UNET
+from benchmarks.step_profile import PHASES
 from benchmarks.suite import Job, run_one
 from benchmarks.unet_step import diffusers_unet, ours
 from diffusion.config import DiffusionConfig
@@ -72,8 +73,22 @@ def test_quick_run_end_to_end(tmp_path):
     assert tree["unet"]["ldm_vs_pixel"] > 0
     assert "excludes the AE" in tree["unet"]["note"]
 
+    # the long run's step phase by phase: every phase and every operator class of the toy U-Net is found
+    # (the classes match the operator names this torch emits), the phases add up to the step
+    profile = tree["profile"]
+    assert profile["config"] == "configs/ldm_species.yaml" and "loss.align=0.5" in profile["overrides"]
+    assert list(profile["phases"]) == list(PHASES) and all(p["median_s"] > 0 for p in profile["phases"].values())
+    assert sum(p["share"] for p in profile["phases"].values()) == pytest.approx(1.0)
+    assert all(share > 0 for share in profile["operators"].values()), profile["operators"]
+    assert sum(profile["operators"].values()) == pytest.approx(1.0)
+    assert profile["gflop_per_s"] > 0 and "### Where the training step's time goes" in proc.stdout
+    assert profile["layout"] == ("NCHW" if profile["bf16"] else "NHWC")  # diffusion/denoiser.py, network_layout
+    assert set(profile["layouts"]) == {"NCHW", "NHWC"} and profile["layouts"][profile["layout"]]["median_s"] == profile["median_s"]
+
     sampling = tree["sampling"]
     assert sampling["n"] == 2 and sampling["ddim"]["seconds"] > 0 and sampling["peak_rss_mb"] > 0
+    assert set(sampling["ddim_layouts"]) == {"NCHW", "NHWC"} and all(s > 0 for s in sampling["ddim_layouts"].values())
+    assert sampling["ddim_layouts"][sampling["layout"]] == sampling["ddim"]["seconds"]
     assert sampling["ddpm"]["steps"] == 50 and sampling["ddpm"]["seconds"] > 0  # all T steps (T = 50 in --quick)
 
     data = tree["data"]
@@ -83,7 +98,9 @@ def test_quick_run_end_to_end(tmp_path):
     assert data["pixel_vs_ae_step"] > 0 and data["latent_vs_unet_step"] > 0
     assert "### Data" in proc.stdout
 
-    assert len(results["targets"]) == 11
+    assert len(results["targets"]) == 12
+    ceiling = next(t for t in results["targets"] if "matmul ceiling" in t["target"])
+    assert 0 < ceiling["measured"] < 100 and ceiling["threshold"] == 60
     unmeasured = [t["target"] for t in results["targets"] if t["measured"] is None]
     assert len(unmeasured) == (0 if HAS_DIFFUSERS else 4), unmeasured
     if HAS_DIFFUSERS:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffusion.config import DiffusionConfig
-from diffusion.denoiser import build_unet
+from diffusion.denoiser import build_unet, network_layout, predict_x0
 from diffusion.labels import Labels
 from diffusion.unet import UNet, timestep_embedding
 from plumbing.cli import UserError
@@ -158,3 +158,29 @@ def test_model_heads_sets_the_attention_heads():
     assert net(torch.randn(2, 4, 8, 8), torch.tensor([1, 2])).shape == (2, 4, 8, 8)
     with pytest.raises(UserError, match="multiples of model.heads=3"):
         load_config(DiffusionConfig, None, ["model.channels=[8,16]", "model.heads=3"])
+
+
+def test_the_network_layout_changes_the_memory_not_the_prediction_or_the_gradients():
+    """predict_x0 on a CPU in float32 runs the U-Net channels-last (network_layout): the same x0_hat
+    and parameter gradients as NCHW up to rounding, returned NCHW, with the weights left in NCHW."""
+    assert network_layout(torch.device("cpu"), use_bf16=False) == torch.channels_last
+    assert network_layout(torch.device("cpu"), use_bf16=True) == torch.contiguous_format
+    x, t = torch.randn(4, 3, 16, 16), torch.tensor([1, 10, 100, 900])
+    target = torch.randn(4, 3, 16, 16)
+    results = {}
+    for name, layout in (("NCHW", torch.contiguous_format), ("NHWC", torch.channels_last)):
+        net = _net(channels=[8, 16], attention_levels=[0, 1], blocks=2).train()
+        seen = []
+        net.mid1.register_forward_hook(lambda m, i, out: seen.append(out.is_contiguous(memory_format=layout)))
+        x0_hat = predict_x0(net, x, t, False, layout=layout)
+        assert seen == [True]  # the network computes in the layout asked for, down to its middle
+        (x0_hat - target).pow(2).mean().backward()
+        assert x0_hat.is_contiguous()
+        assert all(p.is_contiguous() for p in net.parameters())  # the weights keep their layout
+        results[name] = x0_hat.detach(), {n: p.grad for n, p in net.named_parameters()}
+    (a, grads_a), (b, grads_b) = results["NCHW"], results["NHWC"]
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for n in grads_a:
+        torch.testing.assert_close(grads_a[n], grads_b[n], rtol=1e-3, atol=1e-5, msg=n)
+    default = predict_x0(_net(channels=[8, 16], attention_levels=[0, 1], blocks=2), x, t, False)
+    torch.testing.assert_close(default, b)  # the default on a CPU in float32 is channels-last
