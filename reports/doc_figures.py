@@ -14,9 +14,10 @@ rewrites them; tests/test_doc_figures.py fails when a doc differs from its files
     docs/measurements/timings.json      single figures quoted in prose (notebook, corpus and latent caches)
     docs/measurements/pilot_shape_error.json  the alignment pilot's held-out x0 error along its arms (reports.shape_error)
     docs/measurements/pilot_species_trend.json  the pilot's species hits along its arms (reports.species_trend)
-    docs/measurements/provenance.json   when the next three were measured (they carry no date)
+    docs/measurements/provenance.json   when the next four were measured (they carry no date)
     checkpoints/release/config.json     the shipped model: its runs' metrics (diffusion.release wrote it)
     benchmarks/results/bench.json       the benchmark (python -m benchmarks)
+    benchmarks/results/profile.json     the long run's training step phase by phase (python -m benchmarks --only machine,profile)
     reports/latent_vs_pixel/report.json the latent-against-pixel report (bash scripts/report.sh)
 
 Every row and file names its machine (CPU model, cores) and a date or the commit that recorded it.
@@ -45,6 +46,7 @@ PILOT = MEASUREMENTS / "pilot_shape_error.json"
 PILOT_TREND = MEASUREMENTS / "pilot_species_trend.json"
 RELEASE = Path("checkpoints/release/config.json")
 BENCH = Path("benchmarks/results/bench.json")
+PROFILE = Path("benchmarks/results/profile.json")
 LATENT_VS_PIXEL = Path("reports/latent_vs_pixel/report.json")
 DOCS = ("README.md", "docs/*.md", "checkpoints/release/MODEL_CARD.md")
 MARKER = re.compile(r"<!-- figure: ([\w.%-]+) -->(.*?)<!-- /figure -->", re.S)
@@ -66,6 +68,7 @@ class Sources:
         self.timings = json.loads((root / TIMINGS).read_text())["figures"]
         self.release = json.loads((root / RELEASE).read_text())
         self.bench = json.loads((root / BENCH).read_text())
+        self.profile = json.loads((root / PROFILE).read_text())
         self.latent_vs_pixel = json.loads((root / LATENT_VS_PIXEL).read_text())
         with open(root / BENCH_RUNS, newline="") as f:
             self.bench_runs = list(csv.DictReader(f))
@@ -313,6 +316,38 @@ def bench_steadiness(src: Sources) -> str:
                                    "U-Net step on 16x16x4, ours", "64 DDIM-50 samples"], body) + "\n" + bench_footer(rows)
 
 
+def bench_profile(src: Sources) -> str:
+    """The long run's training step phase by phase, its share of the matmul ceiling, the training step
+    and sampling in each memory layout, and the step's operator classes (python -m benchmarks --only
+    machine,profile,sampling)."""
+    results = src.profile["results"]
+    p, m, sampling = results["profile"], results["machine"], results["sampling"]
+    precision = "bf16" if p["bf16"] else "fp32"
+    ceiling = m["matmul"][precision]["gflop_per_s"]
+    phases = [[name, f"{ph['median_s'] * 1000:.0f}", f"{ph['share']:.1%}"] for name, ph in p["phases"].items()]
+    phases.append(["whole step", f"{p['median_s'] * 1000:.0f}",
+                   f"{p['img_per_s']:.1f} img/s, {p['gflop_per_s']:.0f} GFLOP/s = {p['gflop_per_s'] / ceiling:.0%} "
+                   f"of the {precision} matmul ceiling ({ceiling:.0f})"])
+    own = p["layout"]
+    other = next(name for name in p["layouts"] if name != own)
+    step = {name: r["img_per_s"] for name, r in p["layouts"].items()}
+    ddim = sampling["ddim_layouts"]
+    n, steps = sampling["n"], sampling["ddim"]["steps"]
+    layouts = [[f"training step (img/s, batch {p['batch']})", f"{step[own]:.1f}", f"{step[other]:.1f}",
+                f"{step[own] / step[other]:.2f}x"],
+               [f"{n} DDIM-{steps} samples + decode (s)", f"{ddim[own]:.2f}", f"{ddim[other]:.2f}",
+                f"{ddim[other] / ddim[own]:.2f}x"]]
+    ops = [[name, f"{share:.1%}"] for name, share in sorted(p["operators"].items(), key=lambda kv: -kv[1])]
+    header = [f"phase of one step (batch {p['batch']}, {precision}, {own})", "ms (median)", "share"]
+    return (f"\n{markdown_table(header, phases)}\n\n"
+            f"{markdown_table(['the same work', f'{own} (the network layout)', other, 'speed-up'], layouts)}\n\n"
+            f"{markdown_table(['operator class (profiled CPU time)', 'share'], ops)}\n\n"
+            f"*{p['config']} {' '.join(p['overrides'])} on {'x'.join(map(str, p['shape'][1:]))}x{p['shape'][0]} "
+            f"latents, {p['steps']} timed rounds of both layouts; sampling: the untrained U-Net and VAE "
+            f"of configs/ldm.yaml and configs/ae.yaml; {m['cpu']}, {m['cores']} cores, {m['threads']} threads; {PROFILE}, "
+            f"{src.provenance[str(PROFILE)]}.*\n")
+
+
 def latent_vs_pixel_cost(src: Sources) -> str:
     """The latent model's cost against the pixel model's, as the latent-against-pixel report measured it."""
     runs, cost = src.latent_vs_pixel["runs"], src.latent_vs_pixel["cost"]
@@ -392,7 +427,7 @@ FIGURES: dict[str, Callable[[Sources], str]] = {
     "vae-bench": vae_bench, "bench-sampling": bench_sampling, "bench-vae-runs": bench_vae_runs,
     "bench-sampling-runs": bench_sampling_runs, "bench-steadiness": bench_steadiness, "forward": forward_table,
     "latent-vs-pixel-cost": latent_vs_pixel_cost, "pilot-shape-error": pilot_shape_error,
-    "pilot-species": pilot_species, "pilot-species-trend": pilot_species_trend,
+    "pilot-species": pilot_species, "pilot-species-trend": pilot_species_trend, "bench-profile": bench_profile,
 }
 
 
