@@ -89,9 +89,9 @@ def measure_profile(config: str | Path, overrides: list[str], shape: tuple[int, 
     time (module docstring). `plan.warmup` untimed steps in each layout, then `steps` timed rounds of
     both, then `steps` profiled steps."""
     made = {name: trainer_step(config, overrides, shape, batch, fmt) for name, fmt in LAYOUTS.items()}
-    step, batch, use_bf16 = made["NCHW"]
+    _, batch, use_bf16 = made["NCHW"]
     own = next(name for name, fmt in LAYOUTS.items() if fmt == network_layout(torch.device("cpu"), use_bf16))
-    step = made[own][0]
+    step = made[own][0]  # the network's own layout: counted, profiled and reported
     with FlopCounterMode(display=False) as counter:
         step()
     for name, (each, _, _) in made.items():
