@@ -20,6 +20,11 @@ from torch.utils.flop_counter import FlopCounterMode
 LAYOUTS = {"NCHW": torch.contiguous_format, "NHWC": torch.channels_last}
 
 
+def layout_name(memory_format: torch.memory_format) -> str:
+    """The name in LAYOUTS of a memory format ("NHWC" for torch.channels_last)."""
+    return next(name for name, fmt in LAYOUTS.items() if fmt == memory_format)
+
+
 def _count_cpu_attention() -> None:
     """Teach the FLOP counter the CPU attention kernel.
 

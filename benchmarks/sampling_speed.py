@@ -16,7 +16,7 @@ import torch
 
 from autoencoder.config import AEConfig
 from autoencoder.latents import build_vae
-from benchmarks.harness import LAYOUTS, Plan, interleaved_medians
+from benchmarks.harness import LAYOUTS, Plan, interleaved_medians, layout_name
 from diffusion.config import DiffusionConfig
 from diffusion.samplers import ddim_sample, ddpm_sample
 from diffusion.denoiser import build_schedule, build_unet, make_denoiser, network_layout
@@ -29,8 +29,8 @@ CPU = torch.device("cpu")
 
 def untrained_pipeline(ae_config: str | Path, ae_overrides: list[str], ldm_config: str | Path,
                        ldm_overrides: list[str], seed: int = 0):
-    """({layout: denoiser}, schedule, latent space, config) from seeded random weights, as diffusion.sample
-    builds them; a denoiser of the same U-Net for each layout of benchmarks/harness.py."""
+    """({layout: denoiser}, schedule, latent space, config, bf16 or not) from seeded random weights, as
+    diffusion.sample builds them; a denoiser of the same U-Net for each layout of benchmarks/harness.py."""
     ae_cfg = load_config(AEConfig, ae_config, list(ae_overrides))
     cfg = load_config(DiffusionConfig, ldm_config, list(ldm_overrides))
     torch.manual_seed(seed)
@@ -42,7 +42,7 @@ def untrained_pipeline(ae_config: str | Path, ae_overrides: list[str], ldm_confi
     schedule = build_schedule(cfg)
     use_bf16 = cfg.train.bf16 and bf16_pays(CPU)
     denoisers = {name: make_denoiser(unet, CPU, use_bf16, layout=fmt) for name, fmt in LAYOUTS.items()}
-    return denoisers, schedule, space, cfg
+    return denoisers, schedule, space, cfg, use_bf16
 
 
 def sample_and_decode(denoise, schedule, space, n: int, sampler: str, steps: int, eta: float, seed: int = 0) -> None:
@@ -62,9 +62,8 @@ def measure_sampling(ae_config: str | Path, ae_overrides: list[str], ldm_config:
     """Seconds for n DDIM samples in each layout (medians under `plan`, round by round, after a 2-step
     warm-up run each; "ddim" is the network's own layout) and for n DDPM samples over all T steps in
     the network's layout (one run: it takes T / ddim_steps times as long), decode included (a benchmark job)."""
-    denoisers, schedule, space, cfg = untrained_pipeline(ae_config, ae_overrides, ldm_config, ldm_overrides)
-    use_bf16 = cfg.train.bf16 and bf16_pays(CPU)
-    own = next(name for name, fmt in LAYOUTS.items() if fmt == network_layout(CPU, use_bf16))
+    denoisers, schedule, space, cfg, use_bf16 = untrained_pipeline(ae_config, ae_overrides, ldm_config, ldm_overrides)
+    own = layout_name(network_layout(CPU, use_bf16))
     for denoise in denoisers.values():
         sample_and_decode(denoise, schedule, space, n, "ddim", 2, cfg.sample.eta)  # warm-up
     timed = interleaved_medians(

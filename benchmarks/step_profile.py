@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.harness import LAYOUTS, Plan
+from benchmarks.harness import LAYOUTS, Plan, layout_name
 from benchmarks.unet_step import noise_teacher, step_inputs
 from diffusion.align import HiddenTerms
 from diffusion.denoiser import build_unet, network_layout, predict_x0
@@ -90,7 +90,7 @@ def measure_profile(config: str | Path, overrides: list[str], shape: tuple[int, 
     both, then `steps` profiled steps."""
     made = {name: trainer_step(config, overrides, shape, batch, fmt) for name, fmt in LAYOUTS.items()}
     _, batch, use_bf16 = made["NCHW"]
-    own = next(name for name, fmt in LAYOUTS.items() if fmt == network_layout(torch.device("cpu"), use_bf16))
+    own = layout_name(network_layout(torch.device("cpu"), use_bf16))
     step = made[own][0]  # the network's own layout: counted, profiled and reported
     with FlopCounterMode(display=False) as counter:
         step()
