@@ -14,6 +14,7 @@ rewrites them; tests/test_doc_figures.py fails when a doc differs from its files
     docs/measurements/timings.json      single figures quoted in prose (notebook, corpus and latent caches)
     docs/measurements/pilot_shape_error.json  the alignment pilot's held-out x0 error along its arms (reports.shape_error)
     docs/measurements/pilot_species_trend.json  the pilot's species hits along its arms (reports.species_trend)
+    docs/measurements/long_run_species_trend.json  the aligned long run's species hits along it (reports.species_trend)
     docs/measurements/provenance.json   when the next four were measured (they carry no date)
     checkpoints/release/config.json     the shipped model: its runs' metrics (diffusion.release wrote it)
     benchmarks/results/bench.json       the benchmark (python -m benchmarks)
@@ -44,6 +45,7 @@ TIMINGS = MEASUREMENTS / "timings.json"
 PROVENANCE = MEASUREMENTS / "provenance.json"
 PILOT = MEASUREMENTS / "pilot_shape_error.json"
 PILOT_TREND = MEASUREMENTS / "pilot_species_trend.json"
+LONG_TREND = MEASUREMENTS / "long_run_species_trend.json"
 RELEASE = Path("checkpoints/release/config.json")
 BENCH = Path("benchmarks/results/bench.json")
 PROFILE = Path("benchmarks/results/profile.json")
@@ -65,6 +67,7 @@ class Sources:
         self.runs = json.loads((root / RUNS).read_text())["runs"]
         self.pilot = json.loads((root / PILOT).read_text())
         self.pilot_trend = json.loads((root / PILOT_TREND).read_text())
+        self.long_trend = json.loads((root / LONG_TREND).read_text())
         self.timings = json.loads((root / TIMINGS).read_text())["figures"]
         self.release = json.loads((root / RELEASE).read_text())
         self.bench = json.loads((root / BENCH).read_text())
@@ -411,13 +414,22 @@ def pilot_species(src: Sources) -> str:
                         ["species_top", "recognised", "frechet", "pr", "c2st", "swd", "memorised"], rows)
 
 
-def pilot_species_trend(src: Sources) -> str:
-    """The species hits along the pilot's arms (reports.species_trend): top-5 (top-1) at each state."""
-    p = src.pilot_trend
+def species_trend_table(p: dict, path: Path) -> str:
+    """Species hits along runs (a reports.species_trend measurement file): top-5 (top-1) at each state."""
     table = along_arms(p, lambda pt: f"{pt['top5']:.3f} ({pt['top1']:.3f})")
-    return (f"\n{table}\n\n*{PILOT_TREND}: species in PokeNet's top 5 (top 1) of {p['n']} random-species samples "
+    return (f"\n{table}\n\n*{path}: species in PokeNet's top 5 (top 1) of {p['n']} random-species samples "
             f"(DDIM-50, guidance {p['guidance']:g}, seed {p['seed']}, the same species and noise at every state); "
             f"{p['machine']}, {p['date']}.*\n")
+
+
+def pilot_species_trend(src: Sources) -> str:
+    """The species hits along the pilot's arms."""
+    return species_trend_table(src.pilot_trend, PILOT_TREND)
+
+
+def long_run_species_trend(src: Sources) -> str:
+    """The species hits along the aligned long run."""
+    return species_trend_table(src.long_trend, LONG_TREND)
 
 
 FIGURES: dict[str, Callable[[Sources], str]] = {
@@ -428,6 +440,7 @@ FIGURES: dict[str, Callable[[Sources], str]] = {
     "bench-sampling-runs": bench_sampling_runs, "bench-steadiness": bench_steadiness, "forward": forward_table,
     "latent-vs-pixel-cost": latent_vs_pixel_cost, "pilot-shape-error": pilot_shape_error,
     "pilot-species": pilot_species, "pilot-species-trend": pilot_species_trend, "bench-profile": bench_profile,
+    "long-run-species-trend": long_run_species_trend,
 }
 
 

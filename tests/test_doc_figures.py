@@ -34,7 +34,7 @@ def test_the_docs_quote_the_named_figures():
 def test_every_measurement_names_its_machine_and_when():
     src = figs.Sources()
     for row in [*src.sets.values(), *src.bench_runs, *src.runs.values(), *src.timings.values(), src.pilot,
-                src.pilot_trend]:
+                src.pilot_trend, src.long_trend]:
         assert row["machine"].strip(), row
         assert "cores" in row["machine"], row
         assert row.get("date") or row.get("provenance"), row
@@ -45,7 +45,7 @@ def test_every_measurement_names_its_machine_and_when():
 def copy_sources(tmp_path):
     """The measurement files and one doc quoting them, in a folder laid out as the repository."""
     for rel in (figs.SAMPLE_SETS, figs.RUNS, figs.TIMINGS, figs.BENCH_RUNS, figs.PROVENANCE, figs.PILOT, figs.PILOT_TREND,
-                figs.RELEASE, figs.BENCH, figs.PROFILE, figs.LATENT_VS_PIXEL):
+                figs.LONG_TREND, figs.RELEASE, figs.BENCH, figs.PROFILE, figs.LATENT_VS_PIXEL):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / rel, tmp_path / rel)
     doc = tmp_path / "README.md"
