@@ -16,7 +16,9 @@ come from one pass of torch's profiler over the same number of steps in the netw
 self CPU time of each aten operator, grouped by what it computes. The profiler's overhead per
 operator weighs most on phases made of many small operators (the EMA, clipping); the phase timings
 carry no such overhead. Drawing the batch (the latents, t, the labels) is not in the step: the data
-section measures the batch rates.
+section measures the batch rates. The two layouts' models start from the same weights and step on the
+same batch, so their losses along the timed rounds are one loss curve twice: they must agree up to
+rounding, which is the check that the faster layout computes the same training.
 """
 from __future__ import annotations
 
@@ -50,8 +52,8 @@ def operator_class(name: str) -> str:
 def trainer_step(config: str | Path, overrides: list[str], shape: tuple[int, int, int], batch: int | None,
                  layout: torch.memory_format | None = None):
     """(step, batch, bf16 on): `step()` runs one training step as the trainer does (the network in
-    `layout`, default: its own) and returns the seconds of each phase (PHASES). The teacher's
-    features are noise of the shipped teacher's shape."""
+    `layout`, default: its own) and returns the seconds of each phase (PHASES) and the step's loss.
+    The teacher's features are noise of the shipped teacher's shape."""
     cfg, batch, use_bf16, x0, t, xt, gen = step_inputs(config, overrides, shape, batch)
     torch.manual_seed(0)
     model = build_unet(cfg, shape[0])
@@ -61,7 +63,7 @@ def trainer_step(config: str | Path, overrides: list[str], shape: tuple[int, int
     ema = EMA(model, cfg.train.ema_decay)
     rows, flip = torch.arange(batch), torch.zeros(batch, dtype=torch.bool)
 
-    def step() -> dict[str, float]:
+    def step() -> tuple[dict[str, float], float]:
         laps = [time.perf_counter()]
         loss = (predict_x0(model, xt, t, use_bf16, layout=layout) - x0).pow(2).mean()
         if terms:
@@ -77,7 +79,7 @@ def trainer_step(config: str | Path, overrides: list[str], shape: tuple[int, int
         laps.append(time.perf_counter())
         ema.update(model)
         laps.append(time.perf_counter())
-        return {name: b - a for name, a, b in zip(PHASES, laps, laps[1:])}
+        return {name: b - a for name, a, b in zip(PHASES, laps, laps[1:])}, loss.item()
     return step, batch, use_bf16
 
 
@@ -85,8 +87,8 @@ def measure_profile(config: str | Path, overrides: list[str], shape: tuple[int, 
                     plan: Plan = Plan(), steps: int = 10) -> dict:
     """The trainer's step on `shape` (C, H, W) under `config` (a benchmark job): median seconds, img/s
     and GFLOP/s of the whole step and each phase's median seconds and share in the network's layout,
-    the median seconds and img/s in each layout, and each operator class's share of the profiled CPU
-    time (module docstring). `plan.warmup` untimed steps in each layout, then `steps` timed rounds of
+    the median seconds, img/s and loss of each round in each layout, the largest relative difference
+    of the two layouts' losses, and each operator class's share of the profiled CPU time (module docstring). `plan.warmup` untimed steps in each layout, then `steps` timed rounds of
     both, then `steps` profiled steps."""
     made = {name: trainer_step(config, overrides, shape, batch, fmt) for name, fmt in LAYOUTS.items()}
     _, batch, use_bf16 = made["NCHW"]
@@ -98,9 +100,14 @@ def measure_profile(config: str | Path, overrides: list[str], shape: tuple[int, 
         for _ in range(plan.warmup - (name == own)):
             each()
     timed: dict[str, list[dict[str, float]]] = {name: [] for name in made}
+    losses: dict[str, list[float]] = {name: [] for name in made}
     for _ in range(steps):  # round by round: both layouts see the same moments of the machine
         for name, (each, _, _) in made.items():
-            timed[name].append(each())
+            phase_s, loss = each()
+            timed[name].append(phase_s)
+            losses[name].append(loss)
+    reference = losses["NCHW"]
+    loss_gap = max(abs(a - b) / abs(b) for name in made for a, b in zip(losses[name], reference))
     seconds = {name: statistics.median(sum(p.values()) for p in runs) for name, runs in timed.items()}
     phases = {name: statistics.median(p[name] for p in timed[own]) for name in PHASES}
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -116,6 +123,8 @@ def measure_profile(config: str | Path, overrides: list[str], shape: tuple[int, 
     return {"name": "step profile", "batch": batch, "shape": list(shape), "bf16": use_bf16, "steps": steps,
             "layout": own, "median_s": median_s, "img_per_s": batch / median_s, "gflop_per_step": flops / 1e9,
             "gflop_per_s": flops / median_s / 1e9,
-            "layouts": {name: {"median_s": s, "img_per_s": batch / s} for name, s in seconds.items()},
+            "layouts": {name: {"median_s": s, "img_per_s": batch / s, "losses": losses[name]}
+                        for name, s in seconds.items()},
+            "loss_max_rel_diff": loss_gap,
             "phases": {name: {"median_s": s, "share": s / sum(phases.values())} for name, s in phases.items()},
             "operators": {name: us / profiled for name, us in operators.items()}}

@@ -84,6 +84,9 @@ def test_quick_run_end_to_end(tmp_path):
     assert profile["gflop_per_s"] > 0 and "### Where the training step's time goes" in proc.stdout
     assert profile["layout"] == ("NCHW" if profile["bf16"] else "NHWC")  # diffusion/denoiser.py, network_layout
     assert set(profile["layouts"]) == {"NCHW", "NHWC"} and profile["layouts"][profile["layout"]]["median_s"] == profile["median_s"]
+    # the same weights on the same batch in both layouts: one loss curve twice, up to rounding
+    assert all(len(r["losses"]) == profile["steps"] for r in profile["layouts"].values())
+    assert 0 <= profile["loss_max_rel_diff"] < 1e-3, profile["layouts"]
 
     sampling = tree["sampling"]
     assert sampling["n"] == 2 and sampling["ddim"]["seconds"] > 0 and sampling["peak_rss_mb"] > 0
