@@ -145,11 +145,18 @@ def machines(src: Sources, names: list[str]) -> str:
 SETS = "samples (256, seed 1, style artwork)"
 
 
+# The run the shipped LDM was fine-tuned from (docs/measurements/runs.json).
+RELEASE_START = "align-long-30k"
+
+
 def results_at_a_glance(src: Sources) -> str:
-    sl, ft, long_c, long_a, early = (src.runs["species-long"], release_ldm(src), src.runs["long-corpus"],
-                                     src.runs["long-artworks"], src.runs["earlier-release-ft"])
-    rows = [("**the shipped weights** (species, type, style)", "release-g1",
-             [f"VAE 10 min; LDM {sl['minutes']} min on artworks + corpus, then {ft['minutes']:.1f} min on artworks"]),
+    al, sl, sft, ft = src.runs[RELEASE_START], src.runs["species-long"], src.runs["species-ft"], release_ldm(src)
+    long_c, long_a, early = src.runs["long-corpus"], src.runs["long-artworks"], src.runs["earlier-release-ft"]
+    rows = [("**the shipped weights** (species, type, style; aligned)", "align-ft30k-g1",
+             [f"VAE 10 min; LDM {al['minutes']} min on artworks + corpus with loss.align, then {ft['minutes']:.1f} min "
+              f"on artworks"]),
+            ("the species release (no alignment)", "species-ft-g1",
+             [f"VAE 10 min; LDM {sl['minutes']} min on artworks + corpus, then {sft['minutes']} min on artworks"]),
             ("the earlier release (type and style)", "earlier-release-g1",
              [f"VAE 10 min; LDM {long_c['minutes']:.0f} min on artworks + corpus, then {early['minutes']} min on artworks"]),
             ("the long corpus run (type, style)", "long-corpus-g1",
@@ -198,8 +205,8 @@ def collapse(src: Sources) -> str:
 def species_guidance(src: Sources) -> str:
     rows = [("species, 100 min", f"species-long-g{g}", [f"{g}{' (unconditional)' if g == 0 else ''}"])
             for g in (0, 1, 2, 3, 5)]
-    rows += [("**species, + 15 min on the artworks (the release)**", "release-g1", ["**1**"]),
-             ("species, + 15 min on the artworks", "release-g2", ["2"])]
+    rows += [("species, + 15 min on the artworks (the species release)", "species-ft-g1", ["1"]),
+             ("species, + 15 min on the artworks (the species release)", "species-ft-g2", ["2"])]
     rows += [("type and style (the earlier release)", f"earlier-release-g{g}", [str(g)]) for g in (0, 1, 2, 3, 5)]
     rows += [("the long corpus run (type and style, 100 min)", "long-corpus-g1", ["1"]),
              ("held-out artworks (real)", "real-artworks", [""])]
@@ -207,13 +214,14 @@ def species_guidance(src: Sources) -> str:
 
 
 def samplers(src: Sources) -> str:
-    rows = [("DDIM-50, eta 0 (the default)", "release-g1"), ("DDIM-100, eta 1", "release-ddim100-eta1"),
-            ("DDPM-1000 (ancestral)", "release-ddpm1000")]
+    rows = [("DDIM-50, eta 0 (the default)", "species-ft-g1"), ("DDIM-100, eta 1", "species-ft-ddim100-eta1"),
+            ("DDPM-1000 (ancestral)", "species-ft-ddpm1000")]
     return sample_table(src, ["sampler"], ["seconds", "species_top", "recognised", "frechet", "pr", "c2st", "swd"], rows)
 
 
 def card_quality(src: Sources) -> str:
-    rows = [("these samples, guidance 1 (the default)", "release-g1"), ("these samples, guidance 2", "release-g2"),
+    rows = [("these samples, guidance 1 (the default)", "align-ft30k-g1"), ("these samples, guidance 2", "align-ft30k-g2"),
+            ("the species release (no alignment), guidance 1", "species-ft-g1"),
             ("the earlier release (type and style, no species), guidance 1", "earlier-release-g1"),
             ("held-out artworks (real)", "real-artworks")]
     return sample_table(src, ["set"], ["species_top", "recognised", "frechet", "pr", "c2st", "swd", "memorised"], rows)
@@ -227,7 +235,7 @@ def release_ldm(src: Sources) -> dict:
 
 
 def release_training(src: Sources) -> str:
-    sl, ft = src.runs["species-long"], release_ldm(src)
+    sl, ft = src.runs[RELEASE_START], release_ldm(src)
     return (f"{sl['steps']:,} steps in {sl['minutes']} min at {sl['img_per_s']} img/s (cores shared), then "
             f"{ft['steps']:,} steps in {ft['minutes']:.1f} min at {ft['img_per_s']} img/s on an {ft['machine']} "
             f"({RUNS}, {RELEASE})")
@@ -432,6 +440,17 @@ def long_run_species_trend(src: Sources) -> str:
     return species_trend_table(src.long_trend, LONG_TREND)
 
 
+def long_run_finetuned(src: Sources) -> str:
+    """The aligned long run's state at step 30,000 fine-tuned on the artworks as the species release was,
+    against that release: 256 random-species samples at guidance 1 and 2."""
+    rows = [(name, f"{key}-g{g}", [str(g)]) for name, key in
+            (("the aligned long run: 30,000 steps + 3,576 on the artworks", "align-ft30k"),
+             ("the species release: 25,342 steps + 3,576 on the artworks", "species-ft")) for g in (1, 2)]
+    rows.append(("held-out artworks (real)", "real-artworks", [""]))
+    return sample_table(src, ["model", "guidance"],
+                        ["species_top", "recognised", "frechet", "pr", "c2st", "swd", "memorised"], rows)
+
+
 FIGURES: dict[str, Callable[[Sources], str]] = {
     "results-at-a-glance": results_at_a_glance, "long-runs": long_runs, "vae-ldms": vae_ldms, "collapse": collapse,
     "species-guidance": species_guidance, "samplers": samplers, "card-quality": card_quality,
@@ -440,7 +459,7 @@ FIGURES: dict[str, Callable[[Sources], str]] = {
     "bench-sampling-runs": bench_sampling_runs, "bench-steadiness": bench_steadiness, "forward": forward_table,
     "latent-vs-pixel-cost": latent_vs_pixel_cost, "pilot-shape-error": pilot_shape_error,
     "pilot-species": pilot_species, "pilot-species-trend": pilot_species_trend, "bench-profile": bench_profile,
-    "long-run-species-trend": long_run_species_trend,
+    "long-run-species-trend": long_run_species_trend, "long-run-finetuned": long_run_finetuned,
 }
 
 

@@ -49,7 +49,7 @@ def copy_sources(tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / rel, tmp_path / rel)
     doc = tmp_path / "README.md"
-    doc.write_text("Species hits <!-- figure: release-g1.species_top5.% -->old<!-- /figure -->, and\n"
+    doc.write_text("Species hits <!-- figure: species-ft-g1.species_top5.% -->old<!-- /figure -->, and\n"
                    "<!-- figure: samplers --><!-- /figure -->\n")
     return doc
 
@@ -57,13 +57,13 @@ def copy_sources(tmp_path):
 def test_a_changed_measurement_changes_the_doc(tmp_path):
     doc = copy_sources(tmp_path)
     first = figs.stale_docs(tmp_path)[doc]
-    assert "Species hits <!-- figure: release-g1.species_top5.% -->" in first
+    assert "Species hits <!-- figure: species-ft-g1.species_top5.% -->" in first
     doc.write_text(first)
     assert figs.stale_docs(tmp_path) == {}
     path = tmp_path / figs.SAMPLE_SETS
     rows = list(csv.DictReader(open(path, newline="")))
     for row in rows:
-        if row["set"] == "release-g1":
+        if row["set"] == "species-ft-g1":
             row["species_top5"], row["frechet"] = "0.5", "99.94"
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, rows[0].keys(), lineterminator="\n")
@@ -81,7 +81,7 @@ def test_an_unknown_figure_is_a_user_error(tmp_path):
     doc.write_text("<!-- figure: no-such-set.frechet --><!-- /figure -->")
     with pytest.raises(UserError, match="no-such-set"):
         figs.stale_docs(tmp_path)
-    doc.write_text("<!-- figure: release-g1.frechet -->25.0 and <!-- figure: release-g1.c2st -->0.66<!-- /figure -->")
+    doc.write_text("<!-- figure: species-ft-g1.frechet -->25.0 and <!-- figure: species-ft-g1.c2st -->0.66<!-- /figure -->")
     with pytest.raises(UserError, match="without its pair"):
         figs.stale_docs(tmp_path)
 
@@ -105,7 +105,7 @@ def test_record_a_sample_set(tmp_path):
     assert (row["guidance"], row["frechet"], row["species_top5"]) == ("2.0", "30.04", "0.2000")
     assert row["date"] and "cores" in row["machine"]
     assert src.sample_set("new-real")["species_top5"] == "0.9000"
-    assert src.sample_set("release-g1") == figs.Sources(REPO).sample_set("release-g1")  # the others kept
+    assert src.sample_set("species-ft-g1") == figs.Sources(REPO).sample_set("species-ft-g1")  # the others kept
     with pytest.raises(UserError, match="not a readable metrics.json"):
         figs.record_sample_set("x", tmp_path / "missing.json", "", "ddim50", tmp_path)
 
