@@ -354,7 +354,8 @@ def bench_profile(src: Sources) -> str:
             f"{markdown_table(['the same work', f'{own} (the network layout)', other, 'speed-up'], layouts)}\n\n"
             f"{markdown_table(['operator class (profiled CPU time)', 'share'], ops)}\n\n"
             f"*{p['config']} {' '.join(p['overrides'])} on {'x'.join(map(str, p['shape'][1:]))}x{p['shape'][0]} "
-            f"latents, {p['steps']} timed rounds of both layouts; sampling: the untrained U-Net and VAE "
+            f"latents, {p['steps']} timed rounds of both layouts (the same weights on the same batch: their losses "
+            f"differ by at most {p['loss_max_rel_diff']:.1e} of the loss); sampling: the untrained U-Net and VAE "
             f"of configs/ldm.yaml and configs/ae.yaml; {m['cpu']}, {m['cores']} cores, {m['threads']} threads; {PROFILE}, "
             f"{src.provenance[str(PROFILE)]}.*\n")
 
