@@ -88,8 +88,9 @@ def measure_profile(config: str | Path, overrides: list[str], shape: tuple[int, 
     """The trainer's step on `shape` (C, H, W) under `config` (a benchmark job): median seconds, img/s
     and GFLOP/s of the whole step and each phase's median seconds and share in the network's layout,
     the median seconds, img/s and loss of each round in each layout, the largest relative difference
-    of the two layouts' losses, and each operator class's share of the profiled CPU time (module docstring). `plan.warmup` untimed steps in each layout, then `steps` timed rounds of
-    both, then `steps` profiled steps."""
+    of the two layouts' losses, and each operator class's share of the profiled CPU time (module
+    docstring). `plan.warmup` untimed steps in each layout, then `steps` timed rounds of both, then
+    `steps` profiled steps."""
     made = {name: trainer_step(config, overrides, shape, batch, fmt) for name, fmt in LAYOUTS.items()}
     _, batch, use_bf16 = made["NCHW"]
     own = layout_name(network_layout(torch.device("cpu"), use_bf16))
@@ -106,8 +107,7 @@ def measure_profile(config: str | Path, overrides: list[str], shape: tuple[int, 
             phase_s, loss = each()
             timed[name].append(phase_s)
             losses[name].append(loss)
-    reference = losses["NCHW"]
-    loss_gap = max(abs(a - b) / abs(b) for name in made for a, b in zip(losses[name], reference))
+    loss_gap = max(abs(a - b) / abs(b) for a, b in zip(losses["NHWC"], losses["NCHW"]))
     seconds = {name: statistics.median(sum(p.values()) for p in runs) for name, runs in timed.items()}
     phases = {name: statistics.median(p[name] for p in timed[own]) for name in PHASES}
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:

@@ -235,8 +235,8 @@ def release_ldm(src: Sources) -> dict:
 
 
 def release_training(src: Sources) -> str:
-    sl, ft = src.runs[RELEASE_START], release_ldm(src)
-    return (f"{sl['steps']:,} steps in {sl['minutes']} min at {sl['img_per_s']} img/s (cores shared), then "
+    start, ft = src.runs[RELEASE_START], release_ldm(src)
+    return (f"{start['steps']:,} steps in {start['minutes']} min at {start['img_per_s']} img/s (cores shared), then "
             f"{ft['steps']:,} steps in {ft['minutes']:.1f} min at {ft['img_per_s']} img/s on an {ft['machine']} "
             f"({RUNS}, {RELEASE})")
 
