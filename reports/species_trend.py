@@ -1,13 +1,15 @@
 """Does a species model learn identity, and when? PokeNet's species hits along a training run.
 
-    python -m reports.species_trend RUN_DIR [--n 128] [--every 1] [--guidance 1] [--seed 1] [--out DIR]
+    python -m reports.species_trend RUN_DIR [--n 128] [--every 1] [--guidance 1] [--seed 1] [--start-step 0] [--out DIR]
 
 For every training state of the run (state-<step>.pt, its EMA weights; keep them with
 train.keep_last) and its final diffusion.pt: n DDIM-50 samples of species drawn at random from the
 trained ones (style artwork), the same species and noise at every state, scored by PokeNet
 (reports/species.py): the share whose asked-for species is PokeNet's top-1 and top-5. Writes
 DIR/trend.json and DIR/trend.png (top-5 and top-1 against the step, with chance and real artworks),
-and DIR/grids.png: the first 8 samples at each state, one row per state, the same seeds.
+and DIR/grids.png: the first 8 samples at each state, one row per state, the same seeds. A run that
+continues another one's weights (train.init) counts its steps from --start-step, the steps those
+weights had already trained, so that both runs share one axis.
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ def parse_args(argv: list[str]):
     p.add_argument("--every", type=int, default=1, help="use every k-th state (default 1: all)")
     p.add_argument("--guidance", type=float, default=1.0, help="guidance scale (default 1)")
     p.add_argument("--seed", type=int, default=1, help="seed of the species and the noise (default 1)")
+    p.add_argument("--start-step", type=int, default=0,
+                   help="steps the run's starting weights (train.init) had trained; added to each state's step (default 0)")
     p.add_argument("--data", default="data/pokemon", help="the artworks, for PokeNet's real reference row")
     p.add_argument("--out", default=None, help="output folder (default: RUN/species_trend)")
     return p.parse_args(argv)
@@ -46,8 +50,8 @@ def parse_args(argv: list[str]):
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     run = user_path(args.run)
-    if args.n <= 0 or args.every <= 0:
-        raise UserError("--n and --every must be positive")
+    if args.n <= 0 or args.every <= 0 or args.start_step < 0:
+        raise UserError("--n and --every must be positive, --start-step at least 0")
     points = run_points(run)[::-1][::args.every][::-1]  # the newest is always kept
     if not points:
         raise UserError(f"{run} holds no state-*.pt and no diffusion.pt; train with train.keep_last=N to keep the states")
@@ -63,10 +67,10 @@ def main(argv: list[str]) -> None:
         images, _, _ = pipe.generate(args.n, args.seed, labels, args.guidance)
         asked = [[int(k) + 1] for k in labels.species]
         hits = species_hits(predict(pokenet, images, "cpu")[1], ckpt["classes"], asked)
-        rows.append({"step": step, "file": path.name, **hits})
+        rows.append({"step": args.start_step + step, "file": path.name, **hits})
         grids.append(images[:8].cpu())
-        tqdm.write(f"step {step}: top-1 {hits['top1']:.3f}, top-5 {hits['top5']:.3f}")
-    write_json({"run": str(run), "n": args.n, "guidance": args.guidance, "seed": args.seed, "real_artworks": real,
+        tqdm.write(f"step {args.start_step + step}: top-1 {hits['top1']:.3f}, top-5 {hits['top5']:.3f}")
+    write_json({"run": str(run), "start_step": args.start_step, "n": args.n, "guidance": args.guidance, "seed": args.seed, "real_artworks": real,
                 "points": rows}, out / "trend.json")
     steps = [r["step"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.5))
