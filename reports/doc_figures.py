@@ -145,15 +145,21 @@ def machines(src: Sources, names: list[str]) -> str:
 SETS = "samples (256, seed 1, style artwork)"
 
 
-# The run the shipped LDM was fine-tuned from (docs/measurements/runs.json).
-RELEASE_START = "align-long-30k"
+# The runs the shipped LDM went through before its last fine-tuning (docs/measurements/runs.json), in order:
+# the long run on the mixture, its fine-tuning on the artworks (the release before), and that release
+# continued on the mixture. The last fine-tuning is checkpoints/release/config.json's (release_ldm).
+RELEASE_RUNS = ("align-long-30k", "align-ft30k", "align-long2")
 
 
 def results_at_a_glance(src: Sources) -> str:
-    al, sl, sft, ft = src.runs[RELEASE_START], src.runs["species-long"], src.runs["species-ft"], release_ldm(src)
+    (mix1, art1, mix2), ft = (src.runs[k] for k in RELEASE_RUNS), release_ldm(src)
+    sl, sft = src.runs["species-long"], src.runs["species-ft"]
     long_c, long_a, early = src.runs["long-corpus"], src.runs["long-artworks"], src.runs["earlier-release-ft"]
-    rows = [("**the shipped weights** (species, type, style; aligned)", "align-ft30k-g1",
-             [f"VAE 10 min; LDM {al['minutes']} min on artworks + corpus with loss.align, then {ft['minutes']:.1f} min "
+    rows = [("**the shipped weights** (species, type, style; aligned)", "align-ft50k-g1",
+             [f"VAE 10 min; LDM {mix1['minutes'] + mix2['minutes']:.0f} min on artworks + corpus with loss.align and "
+              f"{art1['minutes'] + ft['minutes']:.0f} min on artworks, in two rounds"]),
+            ("the release before it (the first round)", "align-ft30k-g1",
+             [f"VAE 10 min; LDM {mix1['minutes']} min on artworks + corpus with loss.align, then {art1['minutes']} min "
               f"on artworks"]),
             ("the species release (no alignment)", "species-ft-g1",
              [f"VAE 10 min; LDM {sl['minutes']} min on artworks + corpus, then {sft['minutes']} min on artworks"]),
@@ -220,7 +226,8 @@ def samplers(src: Sources) -> str:
 
 
 def card_quality(src: Sources) -> str:
-    rows = [("these samples, guidance 1 (the default)", "align-ft30k-g1"), ("these samples, guidance 2", "align-ft30k-g2"),
+    rows = [("these samples, guidance 1 (the default)", "align-ft50k-g1"), ("these samples, guidance 2", "align-ft50k-g2"),
+            ("the release before it (its first round), guidance 1", "align-ft30k-g1"),
             ("the species release (no alignment), guidance 1", "species-ft-g1"),
             ("the earlier release (type and style, no species), guidance 1", "earlier-release-g1"),
             ("held-out artworks (real)", "real-artworks")]
@@ -235,8 +242,10 @@ def release_ldm(src: Sources) -> dict:
 
 
 def release_training(src: Sources) -> str:
-    start, ft = src.runs[RELEASE_START], release_ldm(src)
-    return (f"{start['steps']:,} steps in {start['minutes']} min at {start['img_per_s']} img/s (cores shared), then "
+    (mix1, art1, mix2), ft = (src.runs[k] for k in RELEASE_RUNS), release_ldm(src)
+    return (f"{mix1['steps']:,} steps in {mix1['minutes']} min at {mix1['img_per_s']} img/s (cores shared), then "
+            f"{art1['steps']:,} steps in {art1['minutes']} min at {art1['img_per_s']} img/s on an {art1['machine']}; "
+            f"{mix2['steps']:,} steps in {mix2['minutes']} min at {mix2['img_per_s']} img/s, then "
             f"{ft['steps']:,} steps in {ft['minutes']:.1f} min at {ft['img_per_s']} img/s on an {ft['machine']} "
             f"({RUNS}, {RELEASE})")
 
@@ -452,6 +461,20 @@ def long_run_finetuned(src: Sources) -> str:
                         ["species_top", "recognised", "frechet", "pr", "c2st", "swd", "memorised"], rows)
 
 
+def long_run_continued(src: Sources) -> str:
+    """The release continued on the mixture and fine-tuned again, against it: the same seeds, a second
+    seed for the set-to-set spread, and the release sampled on both CPUs."""
+    cont, before = "continued: 33,576 + 16,000 steps + 3,576 on the artworks", "the release before: 30,000 + 3,576"
+    rows = [(cont, "align-ft50k-g1", ["1", "1"]), (cont, "align-ft50k-g1-seed2", ["1", "2"]),
+            (cont, "align-ft50k-g2", ["2", "1"]),
+            (before, "align-ft30k-g1", ["1", "1 (Intel Xeon, fp32)"]),
+            (before, "align-ft30k-g1-epyc", ["1", "1 (AMD EPYC, bf16)"]),
+            (before, "align-ft30k-g2", ["2", "1 (Intel Xeon, fp32)"]),
+            ("held-out artworks (real)", "real-artworks", ["", ""])]
+    return sample_table(src, ["model", "guidance", "seed"],
+                        ["species_top", "recognised", "frechet", "pr", "c2st", "swd", "memorised"], rows)
+
+
 FIGURES: dict[str, Callable[[Sources], str]] = {
     "results-at-a-glance": results_at_a_glance, "long-runs": long_runs, "vae-ldms": vae_ldms, "collapse": collapse,
     "species-guidance": species_guidance, "samplers": samplers, "card-quality": card_quality,
@@ -461,6 +484,7 @@ FIGURES: dict[str, Callable[[Sources], str]] = {
     "latent-vs-pixel-cost": latent_vs_pixel_cost, "pilot-shape-error": pilot_shape_error,
     "pilot-species": pilot_species, "pilot-species-trend": pilot_species_trend, "bench-profile": bench_profile,
     "long-run-species-trend": long_run_species_trend, "long-run-finetuned": long_run_finetuned,
+    "long-run-continued": long_run_continued,
 }
 
 

@@ -70,8 +70,8 @@ def main(argv: list[str]) -> None:
         rows.append({"step": args.start_step + step, "file": path.name, **hits})
         grids.append(images[:8].cpu())
         tqdm.write(f"step {args.start_step + step}: top-1 {hits['top1']:.3f}, top-5 {hits['top5']:.3f}")
-    write_json({"run": str(run), "start_step": args.start_step, "n": args.n, "guidance": args.guidance, "seed": args.seed, "real_artworks": real,
-                "points": rows}, out / "trend.json")
+    write_json({"run": str(run), "start_step": args.start_step, "n": args.n, "guidance": args.guidance,
+                "seed": args.seed, "real_artworks": real, "points": rows}, out / "trend.json")
     steps = [r["step"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(steps, [r["top5"] for r in rows], "o-", label="samples, top-5")
