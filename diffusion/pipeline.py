@@ -161,7 +161,8 @@ class Pipeline:
               style: str | None = None, guidance: float = DEFAULT_GUIDANCE, steps: int = 50) -> list[Image.Image]:
         """k samples from species a to species b: fusions with the weight 0, 1/(k-1), ..., 1 on b, every
         one drawn by DDIM from the same x_T (that of the first sample of `seed`), so only the label
-        changes along the row; its ends are `self(n=1, seed=seed, species=a)` and the same for b."""
+        changes along the row; its ends are `self(n=1, seed=seed, species=a)` and the same for b (in
+        float32; under bf16 autocast within a few 8-bit levels, its kernels depending on the batch size)."""
         labels, x_T = self.morph_request(a, b, k, seed, type, style)
         images, _, _ = self.generate(k, seed, labels, guidance, steps=steps, noise=x_T)
         return to_pil(images)

@@ -89,7 +89,10 @@ def test_live_streams_steps_and_frames_then_the_samples_and_the_zip(pipe, tmp_pa
         assert Image.open(io.BytesIO(zf.read("0000.png"))).size == (64, 64)
 
 
-def test_a_morph_goes_from_one_species_to_the_other_from_one_x_T(pipe):
+def test_a_morph_goes_from_one_species_to_the_other_from_one_x_T(pipe, monkeypatch):
+    # float32: on a CPU where bf16 autocast pays, its kernels differ with the batch size (up to 7 of 255
+    # levels between a batch of 4 and one of 1 on an AMD EPYC), which is not what this test is about
+    monkeypatch.setattr("diffusion.pipeline.bf16_pays", lambda device: False)
     req = Request(species="Charmander", fuse_with="Squirtle", seed=7, steps=3).checked(pipe, n=4)
     labels, x_T, _ = morph_labels(pipe, req, 4)
     assert torch.equal(x_T[0], x_T[3]) and captions(pipe, labels, 4)[1] == "Charmander x Squirtle (0.33), artwork"
