@@ -143,6 +143,8 @@ def machines(src: Sources, names: list[str]) -> str:
 # ---- the figures
 
 SETS = "samples (256, seed 1, style artwork)"
+# The columns of a species model's sample sets: species hits, PokeNet's realism measures, SWD, memorisation.
+SPECIES_MEASURES = ["species_top", "recognised", "frechet", "pr", "c2st", "swd", "memorised"]
 
 
 # The runs the shipped LDM went through before its last fine-tuning (docs/measurements/runs.json), in order:
@@ -151,8 +153,14 @@ SETS = "samples (256, seed 1, style artwork)"
 RELEASE_RUNS = ("align-long-30k", "align-ft30k", "align-long2")
 
 
+def release_rounds(src: Sources) -> tuple[dict, dict, dict, dict]:
+    """The shipped LDM's training in order: RELEASE_RUNS, then its last fine-tuning (release_ldm)."""
+    mix1, art1, mix2 = (src.runs[k] for k in RELEASE_RUNS)
+    return mix1, art1, mix2, release_ldm(src)
+
+
 def results_at_a_glance(src: Sources) -> str:
-    (mix1, art1, mix2), ft = (src.runs[k] for k in RELEASE_RUNS), release_ldm(src)
+    mix1, art1, mix2, ft = release_rounds(src)
     sl, sft = src.runs["species-long"], src.runs["species-ft"]
     long_c, long_a, early = src.runs["long-corpus"], src.runs["long-artworks"], src.runs["earlier-release-ft"]
     rows = [("**the shipped weights** (species, type, style; aligned)", "align-ft50k-g1",
@@ -231,7 +239,7 @@ def card_quality(src: Sources) -> str:
             ("the species release (no alignment), guidance 1", "species-ft-g1"),
             ("the earlier release (type and style, no species), guidance 1", "earlier-release-g1"),
             ("held-out artworks (real)", "real-artworks")]
-    return sample_table(src, ["set"], ["species_top", "recognised", "frechet", "pr", "c2st", "swd", "memorised"], rows)
+    return sample_table(src, ["set"], SPECIES_MEASURES, rows)
 
 
 def release_ldm(src: Sources) -> dict:
@@ -242,7 +250,7 @@ def release_ldm(src: Sources) -> dict:
 
 
 def release_training(src: Sources) -> str:
-    (mix1, art1, mix2), ft = (src.runs[k] for k in RELEASE_RUNS), release_ldm(src)
+    mix1, art1, mix2, ft = release_rounds(src)
     return (f"{mix1['steps']:,} steps in {mix1['minutes']} min at {mix1['img_per_s']} img/s (cores shared), then "
             f"{art1['steps']:,} steps in {art1['minutes']} min at {art1['img_per_s']} img/s on an {art1['machine']}; "
             f"{mix2['steps']:,} steps in {mix2['minutes']} min at {mix2['img_per_s']} img/s, then "
@@ -428,8 +436,7 @@ def pilot_species(src: Sources) -> str:
     """The pilot's arms at their end (15,000 steps): 512 random-species samples at guidance 1 and 3."""
     rows = [(arm, f"{name}-g{g}", [str(g)]) for g in (1, 3) for arm, name in PILOT_ARMS]
     rows.append(("held-out artworks (real)", "real-artworks", [""]))
-    return sample_table(src, ["arm", "guidance"],
-                        ["species_top", "recognised", "frechet", "pr", "c2st", "swd", "memorised"], rows)
+    return sample_table(src, ["arm", "guidance"], SPECIES_MEASURES, rows)
 
 
 def species_trend_table(p: dict, path: Path) -> str:
@@ -457,8 +464,7 @@ def long_run_finetuned(src: Sources) -> str:
             (("the aligned long run: 30,000 steps + 3,576 on the artworks", "align-ft30k"),
              ("the species release: 25,342 steps + 3,576 on the artworks", "species-ft")) for g in (1, 2)]
     rows.append(("held-out artworks (real)", "real-artworks", [""]))
-    return sample_table(src, ["model", "guidance"],
-                        ["species_top", "recognised", "frechet", "pr", "c2st", "swd", "memorised"], rows)
+    return sample_table(src, ["model", "guidance"], SPECIES_MEASURES, rows)
 
 
 def long_run_continued(src: Sources) -> str:
@@ -470,8 +476,7 @@ def long_run_continued(src: Sources) -> str:
             (cont, "align-ft50k-g2", ["2", "1", epyc]), (before, "align-ft30k-g1", ["1", "1", xeon]),
             (before, "align-ft30k-g1-epyc", ["1", "1", epyc]), (before, "align-ft30k-g2", ["2", "1", xeon]),
             ("held-out artworks (real)", "real-artworks", ["", "", ""])]
-    return sample_table(src, ["model", "guidance", "seed", "sampled on"],
-                        ["species_top", "recognised", "frechet", "pr", "c2st", "swd", "memorised"], rows)
+    return sample_table(src, ["model", "guidance", "seed", "sampled on"], SPECIES_MEASURES, rows)
 
 
 FIGURES: dict[str, Callable[[Sources], str]] = {

@@ -67,9 +67,10 @@ def main(argv: list[str]) -> None:
         images, _, _ = pipe.generate(args.n, args.seed, labels, args.guidance)
         asked = [[int(k) + 1] for k in labels.species]
         hits = species_hits(predict(pokenet, images, "cpu")[1], ckpt["classes"], asked)
-        rows.append({"step": args.start_step + step, "file": path.name, **hits})
+        at = args.start_step + step
+        rows.append({"step": at, "file": path.name, **hits})
         grids.append(images[:8].cpu())
-        tqdm.write(f"step {args.start_step + step}: top-1 {hits['top1']:.3f}, top-5 {hits['top5']:.3f}")
+        tqdm.write(f"step {at}: top-1 {hits['top1']:.3f}, top-5 {hits['top5']:.3f}")
     write_json({"run": str(run), "start_step": args.start_step, "n": args.n, "guidance": args.guidance,
                 "seed": args.seed, "real_artworks": real, "points": rows}, out / "trend.json")
     steps = [r["step"] for r in rows]
