@@ -147,26 +147,31 @@ SETS = "samples (256, seed 1, style artwork)"
 SPECIES_MEASURES = ["species_top", "recognised", "frechet", "pr", "c2st", "swd", "memorised"]
 
 
-# The runs the shipped LDM went through before its last fine-tuning (docs/measurements/runs.json), in order:
-# the long run on the mixture, its fine-tuning on the artworks (the release before), and that release
-# continued on the mixture. The last fine-tuning is checkpoints/release/config.json's (release_ldm).
-RELEASE_RUNS = ("align-long-30k", "align-ft30k", "align-long2")
+# The runs the shipped LDM went through before its last fine-tuning (docs/measurements/runs.json), in order,
+# in rounds of a run on the mixture and its fine-tuning on the artworks (a release): the long run and its
+# fine-tuning, that release continued and fine-tuned, that release continued. The last fine-tuning is
+# checkpoints/release/config.json's (release_ldm).
+RELEASE_RUNS = ("align-long-30k", "align-ft30k", "align-long2", "align-ft50k", "align-long3")
 
 
-def release_rounds(src: Sources) -> tuple[dict, dict, dict, dict]:
-    """The shipped LDM's training in order: RELEASE_RUNS, then its last fine-tuning (release_ldm)."""
-    mix1, art1, mix2 = (src.runs[k] for k in RELEASE_RUNS)
-    return mix1, art1, mix2, release_ldm(src)
+def release_rounds(src: Sources) -> list[tuple[dict, dict]]:
+    """The shipped LDM's training as (mixture, artworks) rounds: RELEASE_RUNS, then its last fine-tuning."""
+    runs = [src.runs[k] for k in RELEASE_RUNS] + [release_ldm(src)]
+    return list(zip(runs[0::2], runs[1::2]))
 
 
 def results_at_a_glance(src: Sources) -> str:
-    mix1, art1, mix2, ft = release_rounds(src)
+    rounds = release_rounds(src)
+    (mix1, art1), (mix2, art2) = rounds[:2]
     sl, sft = src.runs["species-long"], src.runs["species-ft"]
     long_c, long_a, early = src.runs["long-corpus"], src.runs["long-artworks"], src.runs["earlier-release-ft"]
-    rows = [("**the shipped weights** (species, type, style; aligned)", "align-ft50k-g1",
+    rows = [("**the shipped weights** (species, type, style; aligned)", "align-ft70k-g1",
+             [f"VAE 10 min; LDM {sum(m['minutes'] for m, _ in rounds):.0f} min on artworks + corpus with loss.align "
+              f"and {sum(a['minutes'] for _, a in rounds):.0f} min on artworks, in {len(rounds)} rounds"]),
+            ("the release before it (two rounds)", "align-ft50k-g1",
              [f"VAE 10 min; LDM {mix1['minutes'] + mix2['minutes']:.0f} min on artworks + corpus with loss.align and "
-              f"{art1['minutes'] + ft['minutes']:.0f} min on artworks, in two rounds"]),
-            ("the release before it (the first round)", "align-ft30k-g1",
+              f"{art1['minutes'] + art2['minutes']:.0f} min on artworks"]),
+            ("the first aligned release (one round)", "align-ft30k-g1",
              [f"VAE 10 min; LDM {mix1['minutes']} min on artworks + corpus with loss.align, then {art1['minutes']} min "
               f"on artworks"]),
             ("the species release (no alignment)", "species-ft-g1",
@@ -234,8 +239,9 @@ def samplers(src: Sources) -> str:
 
 
 def card_quality(src: Sources) -> str:
-    rows = [("these samples, guidance 1 (the default)", "align-ft50k-g1"), ("these samples, guidance 2", "align-ft50k-g2"),
-            ("the release before it (its first round), guidance 1", "align-ft30k-g1"),
+    rows = [("these samples, guidance 1 (the default)", "align-ft70k-g1"), ("these samples, guidance 2", "align-ft70k-g2"),
+            ("the release before it (two rounds), guidance 1", "align-ft50k-g1"),
+            ("the first aligned release (one round), guidance 1", "align-ft30k-g1"),
             ("the species release (no alignment), guidance 1", "species-ft-g1"),
             ("the earlier release (type and style, no species), guidance 1", "earlier-release-g1"),
             ("held-out artworks (real)", "real-artworks")]
@@ -250,12 +256,12 @@ def release_ldm(src: Sources) -> dict:
 
 
 def release_training(src: Sources) -> str:
-    mix1, art1, mix2, ft = release_rounds(src)
-    return (f"{mix1['steps']:,} steps in {mix1['minutes']} min at {mix1['img_per_s']} img/s (cores shared), then "
-            f"{art1['steps']:,} steps in {art1['minutes']} min at {art1['img_per_s']} img/s on an {art1['machine']}; "
-            f"{mix2['steps']:,} steps in {mix2['minutes']} min at {mix2['img_per_s']} img/s, then "
-            f"{ft['steps']:,} steps in {ft['minutes']:.1f} min at {ft['img_per_s']} img/s on an {ft['machine']} "
-            f"({RUNS}, {RELEASE})")
+    def run(r: dict) -> str:
+        return f"{r['steps']:,} steps in {r['minutes']:.1f} min at {r['img_per_s']} img/s"
+
+    rounds = [f"{run(mix)}{' (cores shared)' if i == 0 else ''}, then {run(art)} on an {art['machine']}"
+              for i, (mix, art) in enumerate(release_rounds(src))]
+    return f"{'; '.join(rounds)} ({RUNS}, {RELEASE})"
 
 
 def release_sampling(src: Sources) -> str:
@@ -479,6 +485,16 @@ def long_run_continued(src: Sources) -> str:
     return sample_table(src, ["model", "guidance", "seed", "sampled on"], SPECIES_MEASURES, rows)
 
 
+def long_run_continued_twice(src: Sources) -> str:
+    """The second continuation, fine-tuned, against the release it continues: two seeds each at guidance 1
+    (the set-to-set spread), guidance 2, all sampled on one CPU."""
+    new, before = "continued twice: 53,152 + 20,000 steps + 3,576", "the release before: 33,576 + 16,000 + 3,576"
+    rows = [(name, f"{key}-{suffix}", [g, seed]) for name, key in ((new, "align-ft70k"), (before, "align-ft50k"))
+            for suffix, g, seed in (("g1", "1", "1"), ("g1-seed2", "1", "2"), ("g2", "2", "1"))]
+    rows.append(("held-out artworks (real)", "real-artworks", ["", ""]))
+    return sample_table(src, ["model", "guidance", "seed"], SPECIES_MEASURES, rows)
+
+
 FIGURES: dict[str, Callable[[Sources], str]] = {
     "results-at-a-glance": results_at_a_glance, "long-runs": long_runs, "vae-ldms": vae_ldms, "collapse": collapse,
     "species-guidance": species_guidance, "samplers": samplers, "card-quality": card_quality,
@@ -488,7 +504,7 @@ FIGURES: dict[str, Callable[[Sources], str]] = {
     "latent-vs-pixel-cost": latent_vs_pixel_cost, "pilot-shape-error": pilot_shape_error,
     "pilot-species": pilot_species, "pilot-species-trend": pilot_species_trend, "bench-profile": bench_profile,
     "long-run-species-trend": long_run_species_trend, "long-run-finetuned": long_run_finetuned,
-    "long-run-continued": long_run_continued,
+    "long-run-continued": long_run_continued, "long-run-continued-twice": long_run_continued_twice,
 }
 
 
