@@ -15,10 +15,11 @@ rewrites them; tests/test_doc_figures.py fails when a doc differs from its files
     docs/measurements/pilot_shape_error.json  the alignment pilot's held-out x0 error along its arms (reports.shape_error)
     docs/measurements/pilot_species_trend.json  the pilot's species hits along its arms (reports.species_trend)
     docs/measurements/long_run_species_trend.json  the aligned long run's species hits along it (reports.species_trend)
-    docs/measurements/provenance.json   when the next four were measured (they carry no date)
+    docs/measurements/provenance.json   when the next five were measured (they carry no date)
     checkpoints/release/config.json     the shipped model: its runs' metrics (diffusion.release wrote it)
     benchmarks/results/bench.json       the benchmark (python -m benchmarks)
     benchmarks/results/profile.json     the long run's training step phase by phase (python -m benchmarks --only machine,profile)
+    benchmarks/results/profile_bf16.json  the same on a CPU with fast bf16 (bf16 autocast)
     reports/latent_vs_pixel/report.json the latent-against-pixel report (bash scripts/report.sh)
 
 Every row and file names its machine (CPU model, cores) and a date or the commit that recorded it.
@@ -49,6 +50,7 @@ LONG_TREND = MEASUREMENTS / "long_run_species_trend.json"
 RELEASE = Path("checkpoints/release/config.json")
 BENCH = Path("benchmarks/results/bench.json")
 PROFILE = Path("benchmarks/results/profile.json")
+PROFILE_BF16 = Path("benchmarks/results/profile_bf16.json")
 LATENT_VS_PIXEL = Path("reports/latent_vs_pixel/report.json")
 DOCS = ("README.md", "docs/*.md", "checkpoints/release/MODEL_CARD.md")
 MARKER = re.compile(r"<!-- figure: ([\w.%-]+) -->(.*?)<!-- /figure -->", re.S)
@@ -72,6 +74,7 @@ class Sources:
         self.release = json.loads((root / RELEASE).read_text())
         self.bench = json.loads((root / BENCH).read_text())
         self.profile = json.loads((root / PROFILE).read_text())
+        self.profile_bf16 = json.loads((root / PROFILE_BF16).read_text())
         self.latent_vs_pixel = json.loads((root / LATENT_VS_PIXEL).read_text())
         with open(root / BENCH_RUNS, newline="") as f:
             self.bench_runs = list(csv.DictReader(f))
@@ -350,11 +353,11 @@ def bench_steadiness(src: Sources) -> str:
                                    "U-Net step on 16x16x4, ours", "64 DDIM-50 samples"], body) + "\n" + bench_footer(rows)
 
 
-def bench_profile(src: Sources) -> str:
+def profile_tables(src: Sources, path: Path, measured: dict) -> str:
     """The long run's training step phase by phase, its share of the matmul ceiling, the training step
     and sampling in each memory layout, and the step's operator classes (python -m benchmarks --only
-    machine,profile,sampling)."""
-    results = src.profile["results"]
+    machine,profile,sampling --out PATH)."""
+    results = measured["results"]
     p, m, sampling = results["profile"], results["machine"], results["sampling"]
     precision = "bf16" if p["bf16"] else "fp32"
     ceiling = m["matmul"][precision]["gflop_per_s"]
@@ -379,8 +382,16 @@ def bench_profile(src: Sources) -> str:
             f"*{p['config']} {' '.join(p['overrides'])} on {'x'.join(map(str, p['shape'][1:]))}x{p['shape'][0]} "
             f"latents, {p['steps']} timed rounds of both layouts (the same weights on the same batch: their losses "
             f"differ by at most {p['loss_max_rel_diff']:.1e} of the loss); sampling: the untrained U-Net and VAE "
-            f"of configs/ldm.yaml and configs/ae.yaml; {m['cpu']}, {m['cores']} cores, {m['threads']} threads; {PROFILE}, "
-            f"{src.provenance[str(PROFILE)]}.*\n")
+            f"of configs/ldm.yaml and configs/ae.yaml; {m['cpu']}, {m['cores']} cores, {m['threads']} threads; {path}, "
+            f"{src.provenance[str(path)]}.*\n")
+
+
+def bench_profile(src: Sources) -> str:
+    return profile_tables(src, PROFILE, src.profile)
+
+
+def bench_profile_bf16(src: Sources) -> str:
+    return profile_tables(src, PROFILE_BF16, src.profile_bf16)
 
 
 def latent_vs_pixel_cost(src: Sources) -> str:
@@ -503,6 +514,7 @@ FIGURES: dict[str, Callable[[Sources], str]] = {
     "bench-sampling-runs": bench_sampling_runs, "bench-steadiness": bench_steadiness, "forward": forward_table,
     "latent-vs-pixel-cost": latent_vs_pixel_cost, "pilot-shape-error": pilot_shape_error,
     "pilot-species": pilot_species, "pilot-species-trend": pilot_species_trend, "bench-profile": bench_profile,
+    "bench-profile-bf16": bench_profile_bf16,
     "long-run-species-trend": long_run_species_trend, "long-run-finetuned": long_run_finetuned,
     "long-run-continued": long_run_continued, "long-run-continued-twice": long_run_continued_twice,
 }
