@@ -26,7 +26,8 @@ def test_the_docs_quote_the_named_figures():
                        "results.md": ["long-runs", "species-guidance", "samplers", "vae-speedup", "release-sampling",
                                       "release-training"],
                        "MODEL_CARD.md": ["card-quality", "release-training"],
-                       "performance.md": ["bench-vae-runs", "bench-sampling-runs", "bench-profile"]}.items():
+                       "performance.md": ["bench-vae-runs", "bench-sampling-runs", "bench-profile",
+                                          "bench-profile-bf16"]}.items():
         for name in names:
             assert f"<!-- figure: {name} -->" in text[doc], (doc, name)
 
@@ -45,7 +46,7 @@ def test_every_measurement_names_its_machine_and_when():
 def copy_sources(tmp_path):
     """The measurement files and one doc quoting them, in a folder laid out as the repository."""
     for rel in (figs.SAMPLE_SETS, figs.RUNS, figs.TIMINGS, figs.BENCH_RUNS, figs.PROVENANCE, figs.PILOT, figs.PILOT_TREND,
-                figs.LONG_TREND, figs.RELEASE, figs.BENCH, figs.PROFILE, figs.LATENT_VS_PIXEL):
+                figs.LONG_TREND, figs.RELEASE, figs.BENCH, figs.PROFILE, figs.PROFILE_BF16, figs.LATENT_VS_PIXEL):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / rel, tmp_path / rel)
     doc = tmp_path / "README.md"
